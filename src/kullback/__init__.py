@@ -1,0 +1,14 @@
+"""kullback: exact, never-negative Kullback–Leibler divergences for every array framework.
+
+Functions take arrays of NumPy, CuPy, PyTorch, JAX, Dask or array-api-strict (or Python
+scalars) and return arrays of the same framework, dtype and device.
+"""
+
+from . import _pairs, special
+from ._registry import kl_divergence, register_kl
+from .distributions import Distribution, Normal
+
+__all__ = ["Distribution", "Normal", "kl_divergence", "register_kl", "special"]
+__version__ = "0.1.0"
+
+del _pairs

@@ -1,0 +1,169 @@
+"""Namespace, dtype and device resolution: the one place that knows about backends.
+
+Every public entry point calls :func:`resolve` once with the labelled parameters it was
+given, and passes the returned namespace down; nothing else calls ``array_namespace``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+
+__all__ = ["Resolved", "resolve", "errstate", "is_python_scalar", "type_name"]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The common array namespace, floating dtype and device of a set of parameters."""
+
+    xp: Any
+    dtype: Any
+    device: Any
+    shape: tuple[int | None, ...]
+
+    def asarray(self, value: Any) -> Any:
+        """Return ``value`` as an array of the common namespace, dtype and device.
+
+        Arrays already of the common dtype are returned as they are (converting them again
+        could detach them from an autograd graph).
+        """
+        if is_python_scalar(value):
+            return self.xp.asarray(value, dtype=self.dtype, device=self.device)
+        if value.dtype != self.dtype:
+            return self.xp.astype(value, self.dtype)
+        return value
+
+
+def is_python_scalar(value: Any) -> bool:
+    """True for Python ``int`` and ``float`` (and their subclasses such as ``np.float64``)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def type_name(value: Any) -> str:
+    """A short, recognisable name for the type of ``value``: ``torch.Tensor``, ``jax.Array``."""
+    if array_api_compat.is_jax_array(value):
+        return "jax.Array"
+    if array_api_compat.is_dask_array(value):
+        return "dask.array.Array"
+    cls = type(value)
+    module = cls.__module__.split(".")[0]
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _device(x: Any) -> Any:
+    try:
+        return array_api_compat.device(x)
+    except Exception:  # a traced value may have no concrete device
+        return None
+
+
+def broadcast_shapes(labelled_shapes: Sequence[tuple[str, tuple[Any, ...]]]) -> tuple[Any, ...]:
+    """Broadcast shapes per the array API rules, naming every shape when they do not fit.
+
+    Unknown dimensions (``None`` or NaN, as Dask and lazy backends report) broadcast with
+    anything.
+    """
+    ndim = max((len(shape) for _, shape in labelled_shapes), default=0)
+    result: list[Any] = []
+    for axis in range(-ndim, 0):
+        size: Any = 1
+        for _, shape in labelled_shapes:
+            if len(shape) < -axis:
+                continue
+            dim = shape[axis]
+            if dim is None or (isinstance(dim, float) and math.isnan(dim)):
+                size = None if size == 1 else size
+                continue
+            if dim == 1:
+                continue
+            if size in (1, None):
+                size = dim
+            elif size != dim:
+                listed = ", ".join(f"{tuple(shape)} ({label})" for label, shape in labelled_shapes)
+                raise ValueError(f"shapes do not broadcast together: {listed}")
+        result.append(size)
+    return tuple(result)
+
+
+def resolve(labelled: Sequence[tuple[str, Any]]) -> Resolved:
+    """Find the one namespace, floating dtype and device shared by labelled parameters.
+
+    Parameters
+    ----------
+    labelled
+        ``(label, value)`` pairs; ``value`` is an array or a Python scalar.  Labels appear in
+        error messages, e.g. ``"loc of p"``.
+
+    Returns
+    -------
+    Resolved
+        Namespace (from ``array_api_compat``), result dtype (array API promotion of the
+        arrays' dtypes; Python scalars are weak), device and broadcast shape.  With Python
+        scalars only, NumPy and float64.
+
+    Raises
+    ------
+    TypeError
+        For an unsupported type, arrays of two frameworks, or a non-floating array.
+    ValueError
+        For arrays on two devices, or shapes that do not broadcast.
+    """
+    arrays: list[tuple[str, Any, Any]] = []
+    for label, value in labelled:
+        if is_python_scalar(value):
+            continue
+        try:
+            namespace = array_api_compat.array_namespace(value)
+        except TypeError:
+            raise TypeError(
+                f"{label} is a {type_name(value)}; expected an array of a supported "
+                "framework (NumPy, CuPy, PyTorch, JAX, Dask, array-api-strict) or a Python float"
+            ) from None
+        if arrays and namespace is not arrays[0][2]:
+            first_label, first, _ = arrays[0]
+            raise TypeError(
+                f"arrays from different frameworks: {type_name(first)} ({first_label}) "
+                f"and {type_name(value)} ({label})"
+            )
+        arrays.append((label, value, namespace))
+
+    if not arrays:
+        try:
+            import numpy as np
+        except ImportError:  # pragma: no cover - NumPy is present wherever tests run
+            raise ImportError("all parameters are Python scalars; computing on them needs NumPy") from None
+        xp = array_api_compat.array_namespace(np.empty(0))
+        return Resolved(xp, xp.float64, "cpu", ())
+
+    xp = arrays[0][2]
+    for label, value, _ in arrays:
+        if not xp.isdtype(value.dtype, "real floating"):
+            raise TypeError(f"{label} has dtype {value.dtype}; expected a real floating dtype")
+    dtype = xp.result_type(*(value.dtype for _, value, _ in arrays))
+
+    device = _device(arrays[0][1])
+    for label, value, _ in arrays[1:]:
+        other = _device(value)
+        if device is not None and other is not None and other != device:
+            raise ValueError(
+                f"arrays on different devices: {device} ({arrays[0][0]}) and {other} ({label})"
+            )
+    shape = broadcast_shapes([(label, tuple(value.shape)) for label, value, _ in arrays])
+    return Resolved(xp, dtype, device, shape)
+
+
+@contextlib.contextmanager
+def errstate(xp: Any) -> Iterator[None]:
+    """Silence NumPy's floating-point warnings: inf and NaN are documented results here."""
+    if array_api_compat.is_numpy_namespace(xp):
+        import numpy as np
+
+        with np.errstate(all="ignore"):
+            yield
+    else:
+        yield

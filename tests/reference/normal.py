@@ -1,0 +1,130 @@
+"""mpmath references and input sweeps for the Normal–Normal KL.
+
+The references are evaluated at 60 significant digits on the exact float inputs (every
+float is converted to an ``mpf`` without rounding), so their error is far below one ulp of
+float64.  They take a fraction of a second for the sweeps below, so they are computed when
+the tests run rather than cached.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import mpmath
+import numpy as np
+
+DIGITS = 60
+
+
+def kl_normal(loc_p, loc_q, scale_p=None, scale_q=None, log_scale_p=None, log_scale_q=None):
+    """KL(N(loc_p, .) || N(loc_q, .)) in mpmath, from exact float inputs."""
+    with mpmath.workdps(DIGITS):
+        lp = mpmath.mpf(log_scale_p) if scale_p is None else mpmath.log(mpmath.mpf(scale_p))
+        lq = mpmath.mpf(log_scale_q) if scale_q is None else mpmath.log(mpmath.mpf(scale_q))
+        sq = mpmath.exp(lq) if scale_q is None else mpmath.mpf(scale_q)
+        r = lp - lq
+        d = (mpmath.mpf(loc_p) - mpmath.mpf(loc_q)) / sq
+        return (mpmath.expm1(2 * r) - 2 * r) / 2 + d * d / 2
+
+
+def expm1mx(x):
+    with mpmath.workdps(DIGITS):
+        x = mpmath.mpf(x)
+        return mpmath.expm1(x) - x
+
+
+def ulp_errors(computed: np.ndarray, exact: list, dtype) -> np.ndarray:
+    """|computed - exact| in units of the last place of ``exact`` in ``dtype``.
+
+    Where the exact value is 0 the unit is the smallest subnormal, so anything but an exact
+    0 counts as a huge error.  Infinite values must match exactly (0 or inf).
+    """
+    info = np.finfo(dtype)
+    digits = info.nmant + 1
+    smallest = mpmath.mpf(2) ** (info.minexp - info.nmant)
+    out = np.empty(len(exact))
+    with mpmath.workdps(DIGITS):
+        for i, (c, e) in enumerate(zip(np.asarray(computed, dtype=np.float64).tolist(), exact, strict=True)):
+            if mpmath.isnan(e) or np.isnan(c):
+                out[i] = 0.0 if (mpmath.isnan(e) and np.isnan(c)) else np.inf
+                continue
+            if mpmath.isinf(e) or e > info.max:
+                out[i] = 0.0 if c == np.inf else np.inf
+                continue
+            if e == 0:
+                unit = smallest
+            else:
+                unit = max(mpmath.mpf(2) ** (mpmath.floor(mpmath.log(abs(e), 2)) - digits + 1), smallest)
+            out[i] = float(abs(mpmath.mpf(c) - e) / unit)
+    return out
+
+
+@dataclass(frozen=True)
+class NormalSweep:
+    """Inputs (as NumPy arrays of the target dtype) and exact KLs for one parameterization."""
+
+    loc_p: np.ndarray
+    loc_q: np.ndarray
+    p_param: np.ndarray  # scale or log-scale of p
+    q_param: np.ndarray
+    p_by_log: bool
+    q_by_log: bool
+    exact: tuple
+    log_ratio: np.ndarray  # |log(scale_p/scale_q)|, exact inputs, float64
+
+    def kwargs(self, convert):
+        p = {"log_scale" if self.p_by_log else "scale": convert(self.p_param)}
+        q = {"log_scale" if self.q_by_log else "scale": convert(self.q_param)}
+        return (convert(self.loc_p), p), (convert(self.loc_q), q)
+
+
+@functools.cache
+def normal_sweep(dtype_name: str, p_by_log: bool, q_by_log: bool, size: int = 1500, seed: int = 0) -> NormalSweep:
+    """Near-equal and far-apart Normals over extreme scales, for one parameterization.
+
+    Log-scale ratios and standardized mean gaps are drawn as ``±10**U(-12, 2)`` (and some
+    exactly 0); the log-scale of q is drawn from ``U(-30, 30)``.  Rows whose inputs or exact
+    KL are not finite in the dtype are dropped (overflow is tested separately).
+    """
+    dtype = np.dtype(dtype_name).type
+    rng = np.random.default_rng([seed, int(p_by_log), int(q_by_log), np.dtype(dtype_name).itemsize])
+    n = size
+    sign = rng.choice([-1.0, 1.0], n)
+    log_ratio = sign * 10.0 ** rng.uniform(-12, 2, n)
+    log_ratio[: n // 20] = 0.0
+    gap = rng.choice([-1.0, 1.0], n) * 10.0 ** rng.uniform(-12, 2, n)
+    gap[n // 20 : n // 10] = 0.0
+    log_q = rng.uniform(-30, 30, n)
+    log_q[n // 10 : n // 5] = 0.0
+    log_p = log_q + log_ratio
+    loc_q = rng.normal(0, 1, n) * np.exp(log_q) * 10.0 ** rng.uniform(-3, 3, n)
+    loc_p = loc_q + gap * np.exp(log_q)
+    with np.errstate(all="ignore"):
+        p_param = (log_p if p_by_log else np.exp(log_p)).astype(dtype)
+        q_param = (log_q if q_by_log else np.exp(log_q)).astype(dtype)
+        loc_p, loc_q = loc_p.astype(dtype), loc_q.astype(dtype)
+    keep = np.isfinite(p_param) & np.isfinite(q_param) & np.isfinite(loc_p) & np.isfinite(loc_q)
+    if not p_by_log:
+        keep &= p_param > 0
+    if not q_by_log:
+        keep &= q_param > 0
+    rows = np.flatnonzero(keep)
+    exact, kept, ratios = [], [], []
+    max_value = np.finfo(dtype).max
+    for i in rows:
+        args = {"loc_p": float(loc_p[i]), "loc_q": float(loc_q[i])}
+        args["log_scale_p" if p_by_log else "scale_p"] = float(p_param[i])
+        args["log_scale_q" if q_by_log else "scale_q"] = float(q_param[i])
+        value = kl_normal(**args)
+        if value < max_value:
+            exact.append(value)
+            kept.append(i)
+            lp = float(p_param[i]) if p_by_log else float(mpmath.log(float(p_param[i])))
+            lq = float(q_param[i]) if q_by_log else float(mpmath.log(float(q_param[i])))
+            ratios.append(abs(lp - lq))
+    kept = np.asarray(kept, dtype=np.intp)
+    return NormalSweep(
+        loc_p[kept], loc_q[kept], p_param[kept], q_param[kept], p_by_log, q_by_log,
+        tuple(exact), np.asarray(ratios),
+    )  # fmt: skip

@@ -1,0 +1,129 @@
+"""Gradients and Hessians through torch.autograd and jax.grad (skipped on other backends).
+
+Every `where` in the library evaluates both branches, so gradients are checked exactly at
+p == q, at the branch boundaries of expm1mx (x = ±1) and next to them.
+"""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+import pytest
+
+import kullback as kb
+from tests.conftest import dtype_name
+
+AUTODIFF = ("torch", "jax")
+
+
+@pytest.fixture
+def autodiff(backend):
+    if backend.name not in AUTODIFF:
+        pytest.skip(f"autodiff tests need torch or jax, not {backend.name}")
+    return backend
+
+
+def gradient(backend, f, *arrays):
+    """Gradients of sum(f(*arrays)) with respect to each array, as NumPy arrays."""
+    if backend.name == "torch":
+        import torch
+
+        tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+        f(*tensors).sum().backward()
+        return [t.grad.numpy() for t in tensors]
+    import jax
+    import jax.numpy as jnp
+
+    grads = jax.grad(lambda *a: jnp.sum(f(*a)), argnums=tuple(range(len(arrays))))(*map(jnp.asarray, arrays))
+    return [np.asarray(g) for g in grads]
+
+
+def hessian(backend, f, x):
+    """Hessian of the scalar f at the vector x."""
+    if backend.name == "torch":
+        import torch
+
+        return torch.autograd.functional.hessian(f, torch.tensor(x)).numpy()
+    import jax
+    import jax.numpy as jnp
+
+    return np.asarray(jax.hessian(f)(jnp.asarray(x)))
+
+
+def exact_gradient_log(a, ls, b, lt):
+    """d KL / d(loc_p, log_scale_p, loc_q, log_scale_q) in mpmath."""
+    with mpmath.workdps(50):
+        a, ls, b, lt = map(mpmath.mpf, (a, ls, b, lt))
+        t2 = mpmath.exp(2 * lt)
+        return [(a - b) / t2, mpmath.expm1(2 * (ls - lt)), -(a - b) / t2,
+                -mpmath.expm1(2 * (ls - lt)) - (a - b) ** 2 / t2]  # fmt: skip
+
+
+def exact_gradient_scale(a, s, b, t):
+    with mpmath.workdps(50):
+        a, s, b, t = map(mpmath.mpf, (a, s, b, t))
+        return [(a - b) / t**2, (s / t - t / s) / t, -(a - b) / t**2, 1 / t - (s**2 + (a - b) ** 2) / t**3]
+
+
+def points(name):
+    """Equal distributions, branch edges of expm1mx (2r = ±1 and neighbours) and generic rows."""
+    dt = np.dtype(name).type
+    half = np.float64(0.5)
+    r = np.array([0.0, half, -half, np.nextafter(dt(half), dt(1)), np.nextafter(dt(-half), dt(-1)),
+                  np.nextafter(dt(half), dt(0)), 1e-7, -3.0, 2.5, 1e-30], dtype=name)  # fmt: skip
+    lt = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.5, -2.0, 3.0, 0.0], dtype=name)
+    a = np.array([0.0, 1.0, -2.0, 0.5, 0.0, 0.0, 1e-6, 3.0, -1.0, 0.0], dtype=name)
+    b = np.array([0.0, 1.0, 0.0, 0.0, 0.25, 0.0, 0.0, 0.0, 2.0, 0.0], dtype=name)
+    return a, (r + lt).astype(name), b, lt
+
+
+@pytest.mark.parametrize("by_log", [True, False], ids=["log_scale", "scale"])
+def test_gradients_match_analytic(autodiff, dtype, by_log):
+    name = dtype_name(dtype)
+    a, ls, b, lt = points(name)
+    if by_log:
+        args, exact_fn = (a, ls, b, lt), exact_gradient_log
+
+        def kl(a, ls, b, lt):
+            return kb.kl_divergence(kb.Normal(a, log_scale=ls), kb.Normal(b, log_scale=lt))
+    else:
+        args, exact_fn = (a, np.exp(ls).astype(name), b, np.exp(lt).astype(name)), exact_gradient_scale
+
+        def kl(a, s, b, t):
+            return kb.kl_divergence(kb.Normal(a, s), kb.Normal(b, t))
+
+    grads = gradient(autodiff, kl, *args)
+    exact = np.array([[float(g) for g in exact_fn(*(float(v[i]) for v in args))] for i in range(len(a))]).T
+    eps = float(np.finfo(name).eps)
+    for got, want in zip(grads, exact):
+        assert np.all(np.isfinite(got))
+        scale_of_terms = np.abs(want) + eps * np.max(np.abs(want))  # exact zeros stay zero-ish
+        np.testing.assert_array_less(np.abs(got - want), 16 * eps * scale_of_terms + 1e-300)
+
+
+@pytest.mark.parametrize("by_log", [True, False], ids=["log_scale", "scale"])
+def test_hessian_at_equality_is_fisher(autodiff, dtype, by_log):
+    name = dtype_name(dtype)
+    loc, log_scale = 0.75, 1.25
+    scale = float(np.exp(np.float64(log_scale)).astype(name))
+    q_param = log_scale if by_log else scale
+
+    def kl(theta):
+        p = kb.Normal(theta[0], log_scale=theta[1]) if by_log else kb.Normal(theta[0], theta[1])
+        q = kb.Normal(loc, log_scale=q_param) if by_log else kb.Normal(loc, q_param)
+        return kb.kl_divergence(p, q)
+
+    theta = np.array([loc, q_param], dtype=name)
+    h = hessian(autodiff, kl, theta)
+    fisher = np.diag([1 / scale**2, 2.0 if by_log else 2 / scale**2])
+    np.testing.assert_allclose(h, fisher, rtol=8 * float(np.finfo(name).eps), atol=0)
+
+
+def test_expm1mx_gradient_at_branch_edges(autodiff, dtype):
+    name = dtype_name(dtype)
+    dt = np.dtype(name).type
+    x = np.array([0.0, 1.0, -1.0, np.nextafter(dt(1), dt(2)), np.nextafter(dt(-1), dt(-2)), 1e-20, 2.0, -30.0, 80.0], dtype=name)
+    (grad,) = gradient(autodiff, kb.special.expm1mx, x)
+    with mpmath.workdps(50):
+        exact = np.array([float(mpmath.expm1(mpmath.mpf(float(v)))) for v in x])
+    np.testing.assert_allclose(grad, exact, rtol=8 * float(np.finfo(name).eps), atol=0)

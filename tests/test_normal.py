@@ -1,0 +1,214 @@
+"""Normal–Normal KL: accuracy against mpmath, special values, properties, semantics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import kullback as kb
+from tests.conftest import assert_array, dtype_name
+from tests.reference.normal import kl_normal, normal_sweep, ulp_errors
+
+PARAMETERIZATIONS = {
+    "scale-scale": (False, False),
+    "log-log": (True, True),
+    "scale-log": (False, True),
+    "log-scale": (True, False),
+}
+
+
+def normal(backend, dtype, loc, parameter, by_log, device=None):
+    loc = backend.asarray(loc, dtype, device)
+    parameter = backend.asarray(parameter, dtype, device)
+    return kb.Normal(loc, log_scale=parameter) if by_log else kb.Normal(loc, parameter)
+
+
+@pytest.mark.parametrize("parameterization", list(PARAMETERIZATIONS))
+def test_accuracy_against_mpmath(backend, xp, dtype, parameterization):
+    """At most 4 ulp; with two log-scales, plus 2|log-ratio| ulp (their rounded difference).
+
+    The sweep covers log-scale ratios and standardized gaps from 1e-12 to 1e2 of both signs,
+    log-scales from -30 to 30, and exact equality.
+    """
+    p_by_log, q_by_log = PARAMETERIZATIONS[parameterization]
+    name = dtype_name(dtype)
+    if backend.flushes_subnormals and name == "float32":
+        pass  # the sweep produces no subnormal inputs or results
+    s = normal_sweep(name, p_by_log, q_by_log)
+    p = normal(backend, dtype, s.loc_p, s.p_param, p_by_log)
+    q = normal(backend, dtype, s.loc_q, s.q_param, q_by_log)
+    result = kb.kl_divergence(p, q)
+    assert_array(result, xp=xp, dtype=dtype, shape=s.loc_p.shape)
+    got = backend.to_numpy(result)
+    assert np.all(got >= 0)
+    errors = ulp_errors(got, list(s.exact), np.dtype(name).type)
+    allowed = 4 + (2 * s.log_ratio if (p_by_log and q_by_log) else 0 * s.log_ratio)
+    worst = int(np.argmax(errors - allowed))
+    assert errors[worst] <= allowed[worst], (
+        f"{errors[worst]:.2f} ulp (allowed {allowed[worst]:.2f}) at loc_p={s.loc_p[worst]!r}, "
+        f"loc_q={s.loc_q[worst]!r}, p={s.p_param[worst]!r}, q={s.q_param[worst]!r}"
+    )
+
+
+@pytest.mark.parametrize("parameterization", list(PARAMETERIZATIONS))
+def test_exactly_zero_for_identical(backend, dtype, parameterization):
+    p_by_log, q_by_log = PARAMETERIZATIONS[parameterization]
+    loc = np.array([0.0, -3.5, 1e20, 7e-20])
+    log_scale = np.array([0.0, 12.25, -20.5, 3.0])
+    scale = np.exp(log_scale).astype(dtype_name(dtype))
+    p_param = log_scale if p_by_log else scale
+    q_param = log_scale if q_by_log else scale
+    if p_by_log != q_by_log:
+        # Identical distributions need exp(log_scale) == scale exactly: use log-scale 0.
+        p_param, q_param = np.zeros(4) if p_by_log else np.ones(4), np.zeros(4) if q_by_log else np.ones(4)
+    p = normal(backend, dtype, loc, p_param, p_by_log)
+    q = normal(backend, dtype, loc, q_param, q_by_log)
+    got = backend.to_numpy(kb.kl_divergence(p, q))
+    np.testing.assert_array_equal(got, np.zeros(4))
+
+
+def test_no_spurious_overflow(backend, dtype):
+    """inf only where the exact KL exceeds the largest float; never from an intermediate."""
+    name = dtype_name(dtype)
+    largest = float(np.finfo(name).max)
+    # KL ~ exp(2r)/2: with 2r just below log(2*max) the result is finite although exp(2r) is not.
+    r_finite = (math.log(2 * largest) - 0.02) / 2
+    r_infinite = (math.log(2 * largest) + 0.02) / 2
+    log_p = np.array([r_finite, r_infinite, -r_finite, 0.0], dtype=name)
+    loc_p = np.array([0.0, 0.0, 0.0, math.sqrt(largest)], dtype=name)  # last: d**2/2 = max/2
+    q = normal(backend, dtype, np.zeros(4), np.zeros(4), True)
+    got = backend.to_numpy(kb.kl_divergence(normal(backend, dtype, loc_p, log_p, True), q))
+    exact = [kl_normal(float(a), 0.0, log_scale_p=float(b), log_scale_q=0.0) for a, b in zip(loc_p, log_p)]
+    assert np.isfinite(got[0]) and got[1] == np.inf and np.isfinite(got[2]) and np.isfinite(got[3])
+    errors = ulp_errors(got, exact, np.dtype(name).type)
+    assert np.all(errors[[0, 2, 3]] <= 4 + 2 * abs(float(log_p[0])))
+
+
+@pytest.mark.parametrize("parameterization", list(PARAMETERIZATIONS))
+def test_nan_in_nan_out(backend, dtype, parameterization):
+    p_by_log, q_by_log = PARAMETERIZATIONS[parameterization]
+    one = 0.0 if p_by_log else 1.0
+    loc = np.array([np.nan, 0.0, 0.0, 0.0])
+    p_param = np.array([one, np.nan, one, one])
+    q_param = np.array([0.0 if q_by_log else 1.0] * 3 + [np.nan])
+    p = normal(backend, dtype, loc, p_param, p_by_log)
+    q = normal(backend, dtype, np.array([0.0, 0.0, np.nan, 0.0]), q_param, q_by_log)
+    got = backend.to_numpy(kb.kl_divergence(p, q))
+    assert np.all(np.isnan(got)), got
+
+
+def test_invalid_scale_gives_nan_by_default(backend, dtype):
+    p = normal(backend, dtype, np.zeros(4), np.array([-1.0, 1.0, -2.0, -1.0]), False)
+    q = normal(backend, dtype, np.zeros(4), np.array([1.0, -1.0, -2.0, 0.5]), False)
+    got = backend.to_numpy(kb.kl_divergence(p, q))
+    assert np.all(np.isnan(got)), got
+
+
+def test_zero_scale_gives_inf(backend, dtype):
+    p = normal(backend, dtype, np.zeros(2), np.array([0.0, 1.0]), False)
+    q = normal(backend, dtype, np.zeros(2), np.array([1.0, 0.0]), False)
+    np.testing.assert_array_equal(backend.to_numpy(kb.kl_divergence(p, q)), [np.inf, np.inf])
+
+
+def test_known_value(backend, xp, dtype):
+    # KL(N(1, 2^2) || N(0, 1)) = log(1/2) + (4 + 1)/2 - 1/2
+    p = normal(backend, dtype, np.array([1.0]), np.array([2.0]), False)
+    q = normal(backend, dtype, np.array([0.0]), np.array([1.0]), False)
+    got = backend.to_numpy(kb.kl_divergence(p, q))
+    np.testing.assert_allclose(got, [2 - math.log(2)], rtol=4 * float(np.finfo(dtype_name(dtype)).eps))
+
+
+finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
+log_scales = st.floats(-8, 8, width=32)
+
+
+@given(st.lists(st.tuples(finite, log_scales, finite, log_scales), min_size=1, max_size=16), st.booleans())
+def test_nonnegative_and_zero_iff_equal(backend, dtype, rows, by_log):
+    a, la, b, lb = (np.array(col, dtype=np.float32) for col in zip(*rows))
+    if not by_log:
+        la, lb = np.exp(la), np.exp(lb)
+    got = backend.to_numpy(kb.kl_divergence(normal(backend, dtype, a, la, by_log), normal(backend, dtype, b, lb, by_log)))
+    assert np.all(got >= 0)
+    a64, b64 = a.astype(dtype_name(dtype)), b.astype(dtype_name(dtype))
+    la64, lb64 = la.astype(dtype_name(dtype)), lb.astype(dtype_name(dtype))
+    equal = (a64 == b64) & (la64 == lb64)
+    np.testing.assert_array_equal(got == 0, equal)
+
+
+@given(
+    st.lists(st.tuples(finite, log_scales, finite, log_scales), min_size=1, max_size=16),
+    st.integers(-20, 20),
+    st.floats(-100, 100, width=16),
+)
+def test_invariant_under_shared_shift_and_scale(backend, dtype, rows, exponent, shift):
+    """KL(N(ca+s, cx) || N(cb+s, cy)) == KL(N(a, x) || N(b, y)).
+
+    Scaling by a power of two and shifting by a float with few bits are exact on the
+    parameters, so the two KLs agree to the accuracy bound of each.
+    """
+    name = dtype_name(dtype)
+    a, la, b, lb = (np.array(col, dtype=np.float32).astype(name) for col in zip(*rows))
+    x, y = np.exp(la).astype(name), np.exp(lb).astype(name)
+    c = 2.0**exponent
+    base = kb.kl_divergence(normal(backend, dtype, a, x, False), normal(backend, dtype, b, y, False))
+    moved = kb.kl_divergence(
+        normal(backend, dtype, c * a.astype(np.float64) + c * shift, c * x, False),
+        normal(backend, dtype, c * b.astype(np.float64) + c * shift, c * y, False),
+    )
+    base, moved = backend.to_numpy(base), backend.to_numpy(moved)
+    # the shift is exact only when it does not round the locations
+    exact_shift = (np.asarray(c * a + c * shift, dtype=name) - c * shift == c * a) & (
+        np.asarray(c * b + c * shift, dtype=name) - c * shift == c * b
+    )
+    eps = float(np.finfo(name).eps)
+    np.testing.assert_allclose(moved[exact_shift], base[exact_shift], rtol=8 * eps, atol=0)
+
+
+def test_broadcasting_and_axis(backend, xp, dtype):
+    rng = np.random.default_rng(1)
+    loc_p, loc_q = rng.normal(size=(4, 1, 3)), rng.normal(size=(5, 3))
+    scale_p, scale_q = np.exp(rng.normal(size=(3,))), np.exp(rng.normal(size=(1, 3)))
+    p = kb.Normal(backend.asarray(loc_p, dtype), backend.asarray(scale_p, dtype))
+    q = kb.Normal(backend.asarray(loc_q, dtype), backend.asarray(scale_q, dtype))
+    full = kb.kl_divergence(p, q)
+    assert_array(full, xp=xp, dtype=dtype, shape=(4, 5, 3))
+    expected = (np.log(scale_q / scale_p) + (scale_p**2 + (loc_p - loc_q) ** 2) / (2 * scale_q**2) - 0.5)
+    rtol = 1e-5 if dtype_name(dtype) == "float32" else 1e-12
+    np.testing.assert_allclose(backend.to_numpy(full), expected, rtol=rtol)
+    for axis, shape in ((-1, (4, 5)), ((0, 2), (5,)), ((0, 1, 2), ())):
+        reduced = kb.kl_divergence(p, q, axis=axis)
+        assert_array(reduced, xp=xp, dtype=dtype, shape=shape)
+        np.testing.assert_allclose(backend.to_numpy(reduced), expected.sum(axis=axis), rtol=rtol)
+
+
+def test_python_scalars_mix_with_arrays(backend, xp, dtype):
+    p = kb.Normal(backend.asarray([0.0, 1.0], dtype), 1.0)
+    q = kb.Normal(0.0, log_scale=0.0)
+    result = kb.kl_divergence(p, q)
+    assert_array(result, xp=xp, dtype=dtype, shape=(2,))
+    np.testing.assert_allclose(backend.to_numpy(result), [0.0, 0.5])
+
+
+def test_all_python_scalars_give_numpy_float64():
+    result = kb.kl_divergence(kb.Normal(1.0, 2.0), kb.Normal(0, 1))
+    assert isinstance(result, np.ndarray) and result.dtype == np.float64 and result.shape == ()
+    assert float(result) == pytest.approx(2 - math.log(2), rel=1e-15)
+
+
+def test_type_promotion(backend, xp):
+    p = kb.Normal(backend.asarray([0.0], xp.float32), backend.asarray([1.0], xp.float32))
+    q = kb.Normal(backend.asarray([0.0], xp.float64), backend.asarray([2.0], xp.float32))
+    assert kb.kl_divergence(p, q).dtype == xp.float64
+
+
+def test_result_on_input_device(backend, xp, dtype):
+    device = backend.device()
+    p = normal(backend, dtype, np.zeros(3), np.ones(3), False, device)
+    q = normal(backend, dtype, np.ones(3), np.zeros(3), True, device)
+    result = kb.kl_divergence(p, q, axis=0)
+    assert_array(result, xp=xp, dtype=dtype, shape=(), device=device)
+    assert float(backend.to_numpy(result)) == pytest.approx(1.5)

@@ -1,0 +1,105 @@
+"""The public functions under jax.jit / vmap / grad and torch.compile / torch.func.vmap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kullback as kb
+
+
+def reference(loc_p, log_p, loc_q, log_q):
+    return np.asarray(
+        kb.kl_divergence(kb.Normal(loc_p, log_scale=log_p), kb.Normal(loc_q, log_scale=log_q), axis=-1)
+    )
+
+
+def data():
+    rng = np.random.default_rng(3)
+    return [rng.normal(size=(4, 5)) for _ in range(4)]
+
+
+@pytest.fixture
+def jax_backend(backend):
+    if backend.name != "jax":
+        pytest.skip("jax transformations")
+    import jax
+
+    return jax
+
+
+@pytest.fixture
+def torch_backend(backend):
+    if backend.name != "torch":
+        pytest.skip("torch transformations")
+    import torch
+
+    return torch
+
+
+def test_jit_with_distributions_crossing_the_boundary(jax_backend):
+    jax = jax_backend
+    arrays = [jax.numpy.asarray(a) for a in data()]
+    p = kb.Normal(arrays[0], log_scale=arrays[1])
+    q = kb.Normal(arrays[2], arrays[3] ** 2 + 0.5)
+
+    @jax.jit
+    def f(p, q):
+        return kb.kl_divergence(p, q, axis=-1)
+
+    expected = np.asarray(kb.kl_divergence(p, q, axis=-1))
+    np.testing.assert_allclose(np.asarray(f(p, q)), expected, rtol=1e-14)
+    # pytrees: the parameters are the leaves
+    assert len(jax.tree_util.tree_leaves(p)) == 2
+
+
+def test_vmap_and_grad_under_jit(jax_backend):
+    jax = jax_backend
+    loc_p, log_p, loc_q, log_q = (jax.numpy.asarray(a) for a in data())
+
+    def kl_row(a, la, b, lb):
+        return kb.kl_divergence(kb.Normal(a, log_scale=la), kb.Normal(b, log_scale=lb), axis=-1)
+
+    batched = jax.jit(jax.vmap(kl_row))(loc_p, log_p, loc_q, log_q)
+    np.testing.assert_allclose(np.asarray(batched), reference(*map(np.asarray, (loc_p, log_p, loc_q, log_q))), rtol=1e-14)
+    grad = jax.jit(jax.grad(lambda la: kl_row(loc_p, la, loc_q, log_q).sum()))(log_p)
+    np.testing.assert_allclose(np.asarray(grad), np.expm1(2 * (np.asarray(log_p) - np.asarray(log_q))), rtol=1e-13)
+    grad_at_equal = jax.jit(jax.grad(lambda la: kl_row(loc_p, la, loc_p, log_p).sum()))(log_p)
+    np.testing.assert_array_equal(np.asarray(grad_at_equal), 0.0)
+
+
+def test_expm1mx_under_jit_matches_eager(jax_backend):
+    jax = jax_backend
+    x = jax.numpy.asarray(np.concatenate([np.linspace(-3, 3, 601), 10.0 ** np.linspace(-12, 0, 200)]))
+    np.testing.assert_array_equal(np.asarray(jax.jit(kb.special.expm1mx)(x)), np.asarray(kb.special.expm1mx(x)))
+
+
+def test_torch_compile_fullgraph(torch_backend):
+    torch = torch_backend
+    loc_p, log_p, loc_q, log_q = (torch.tensor(a) for a in data())
+
+    def f(a, la, b, lb):
+        return kb.kl_divergence(kb.Normal(a, log_scale=la), kb.Normal(b, lb.exp()), axis=-1)
+
+    compiled = torch.compile(f, fullgraph=True, backend="eager")
+    expected = f(loc_p, log_p, loc_q, log_q)
+    torch.testing.assert_close(compiled(loc_p, log_p, loc_q, log_q), expected, rtol=0, atol=0)
+
+
+def test_torch_compile_inductor_accuracy(torch_backend):
+    """Compiled code (inductor) keeps the accuracy of small arguments: no expm1 -> exp - 1."""
+    torch = torch_backend
+    x = torch.tensor(np.concatenate([10.0 ** np.linspace(-12, 0, 300), -(10.0 ** np.linspace(-12, 0, 300))]), dtype=torch.float32)
+    compiled = torch.compile(kb.special.expm1mx, fullgraph=True)
+    np.testing.assert_allclose(compiled(x).numpy(), kb.special.expm1mx(x).numpy(), rtol=4 * 2.0**-23, atol=0)
+
+
+def test_torch_func_vmap(torch_backend):
+    torch = torch_backend
+    loc_p, log_p, loc_q, log_q = (torch.tensor(a) for a in data())
+
+    def kl_row(a, la, b, lb):
+        return kb.kl_divergence(kb.Normal(a, log_scale=la), kb.Normal(b, log_scale=lb), axis=-1)
+
+    batched = torch.func.vmap(kl_row)(loc_p, log_p, loc_q, log_q)
+    np.testing.assert_allclose(batched.numpy(), reference(*(t.numpy() for t in (loc_p, log_p, loc_q, log_q))), rtol=1e-14)
