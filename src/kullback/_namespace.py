@@ -14,7 +14,7 @@ from typing import Any
 
 import array_api_compat
 
-__all__ = ["Resolved", "resolve", "errstate", "is_python_scalar", "type_name"]
+__all__ = ["Resolved", "errstate", "finalize", "is_python_scalar", "resolve", "type_name"]
 
 
 @dataclass(frozen=True)
@@ -157,10 +157,21 @@ def resolve(labelled: Sequence[tuple[str, Any]]) -> Resolved:
     return Resolved(xp, dtype, device, shape)
 
 
+def finalize(result: Any, xp: Any) -> Any:
+    """NumPy returns 0-D results as scalars: make them arrays, as every other backend does."""
+    if array_api_compat.is_numpy_namespace(xp):
+        return xp.asarray(result)
+    return result
+
+
 @contextlib.contextmanager
 def errstate(xp: Any) -> Iterator[None]:
-    """Silence NumPy's floating-point warnings: inf and NaN are documented results here."""
-    if array_api_compat.is_numpy_namespace(xp):
+    """Silence NumPy's floating-point warnings: inf and NaN are documented results here.
+
+    NumPy and array-api-strict (which computes with NumPy) warn eagerly; Dask computes later,
+    outside this context.
+    """
+    if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_array_api_strict_namespace(xp):
         import numpy as np
 
         with np.errstate(all="ignore"):

@@ -6,8 +6,6 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import array_api_compat
-
 from . import _namespace
 from .distributions import Distribution
 
@@ -134,6 +132,4 @@ def kl_divergence(p: Distribution, q: Distribution, *, axis: int | tuple[int, ..
         kl = fn(p, q, xp=xp)
         if axis is not None:
             kl = xp.sum(kl, axis=axis)
-    if array_api_compat.is_numpy_namespace(xp):
-        kl = xp.asarray(kl)  # NumPy returns 0-D results as scalars
-    return kl
+    return _namespace.finalize(kl, xp)

@@ -13,71 +13,80 @@ from . import _namespace
 
 __all__ = ["expm1mx"]
 
-# Near-zero polynomial P with e**x - 1 - x = x**2 * P(x) on [-1, 1]: a Chebyshev fit of the
-# lowest degree whose rounded Horner evaluation stays within 1.6 units of roundoff of P
-# (degree 7 for float32, 13 for float64; tools/fit_expm1mx.py makes and checks them).
-# Stored halved, because the KLs need (e**x - 1 - x) / 2.
-_HALF_POLY_FLOAT32 = tuple(
-    c / 2
-    for c in (
-        0.49999999781421683, 0.16666666646842135, 0.04166673659523746, 0.00833333967591706,
-        0.0013885396911807102, 0.00019838101968683888, 2.535851224463976e-05,
-        2.8062802582276946e-06,
-    )
+# On |x| <= 1:  (e**x - 1 - x) / 2 = h + h * x * S(x),  h = x**2 / 4,  where
+# S(x) = 1/3 + x/12 + ... is a Chebyshev fit of the lowest degree for which the whole
+# evaluation stays within about 2 units of roundoff (degree 6 for float32, 12 for float64;
+# tools/fit_expm1mx.py makes and checks them).  The leading 1 of (1 + x S) is exact and
+# |x S(x)| <= 0.44, so the fit's rounding barely enters.
+_S_FLOAT32 = (
+    0.3333333333333333, 0.08333339441967166, 0.016666672208658816, 0.0027772895481642966,
+    0.00039678109631145124, 5.057686979879248e-05, 5.59985250154403e-06,
 )  # fmt: skip
-_HALF_POLY_FLOAT64 = tuple(
-    c / 2
-    for c in (
-        0.5, 0.16666666666666666, 0.04166666666666609, 0.008333333333333299,
-        0.0013888888888981404, 0.00019841269841324198, 2.4801587246096818e-05,
-        2.7557319191381816e-06, 2.755733506893373e-07, 2.5052117695907823e-08,
-        2.0874435575864273e-09, 1.6057679623801638e-10, 1.1639194124150522e-11,
-        7.746178593018827e-13,
-    )
+_S_FLOAT64 = (
+    0.3333333333333333, 0.08333333333333302, 0.01666666666666665, 0.002777777777786362,
+    0.00039682539682590125, 4.9603174534518815e-05, 5.51146384076294e-06,
+    5.511466197430558e-07, 5.0104230595829396e-08, 4.174959686199328e-09,
+    3.2115785589206374e-10, 2.3254196260846895e-11, 1.5478144934243409e-12,
 )  # fmt: skip
 
-# For x >= 1:  (e**x - 1 - x) / 2 = K1 * expm1(x - 1) + (K0 - x / 2),  K1 = e / 2,
-# K0 = (e - 1) / 2.  x - 1 is exact, and e**(x - 1) overflows only where the result does.
-# K1 is used as 0.5 + _K1_MINUS_HALF, which reproduces float(K1) exactly.
+# For x >= 1:  (e**x - 1 - x) / 2 = K1 * expm1(x - 1) + (K0 - x/2),  K1 = e/2,
+# K0 = (e - 1)/2.  x - 1 is exact, and e**(x - 1) overflows only where the result does.
+# K1 is formed as 0.5 + _K1_MINUS_HALF, which reproduces float(K1) exactly.
 _K1_MINUS_HALF = math.e / 2 - 0.5
 _K0 = (math.e - 1) / 2
 
 
-def _half_polynomial(dtype: Any, xp: Any) -> tuple[float, ...]:
-    return _HALF_POLY_FLOAT64 if dtype == xp.float64 else _HALF_POLY_FLOAT32
+def mask(condition: Any, dtype: Any, xp: Any) -> Any:
+    """``condition`` as 0.0/1.0 of ``dtype``: selects by arithmetic, ``m*a + (1-m)*b``.
+
+    On eager CPU backends this is several times cheaper than ``where`` (measured 2.6 ms
+    against 0.25 ms for 10**6 float32 in NumPy); gradients flow as through ``where``, and
+    both ``a`` and ``b`` must be finite wherever they are not selected.
+    """
+    return xp.astype(condition, dtype)
+
+
+def half_expm1mx_series(x: Any, xp: Any) -> Any:
+    """``(e**x - 1 - x) / 2`` for ``|x| <= 1`` (finite, and unused, elsewhere).
+
+    ``h + h*x*S(x)`` with ``h = x**2/4``: every term has the sign of the result.  The
+    polynomial is evaluated on ``clip(x, -2, 2)``, so it stays finite where it is not
+    selected (gradients included); clipping wider than [-1, 1] keeps the gradient exact at
+    ``x = ±1``, where a clip to ±1 would tie.
+    """
+    coefficients = _S_FLOAT64 if x.dtype == xp.float64 else _S_FLOAT32
+    clipped = xp.clip(x, -2.0, 2.0)
+    correction = coefficients[-1] * clipped + coefficients[-2]
+    for c in coefficients[-3::-1]:
+        correction = correction * clipped + c
+    h = (clipped * clipped) * 0.25
+    return h + h * (clipped * correction)
+
+
+def half_expm1mx_tail(x: Any, xp: Any) -> Any:
+    """``(e**x - 1 - x) / 2`` for ``|x| >= 1``.
+
+    * ``x >= 1``: ``K1 * expm1(x - 1) + (K0 - x/2)``: both addends are well conditioned,
+      ``x - 1`` is exact, and nothing overflows before the result does.
+    * ``x <= -1``: ``expm1(x)/2 - x/2``, a sum of a term in ``[-1/2, -0.31]`` and one
+      ``>= 1/2``: at most a factor 1.7 of cancellation.
+    """
+    # is_positive is 1 for x >= 1 and 0 for x <= -1 (its values in between are not used).
+    is_positive = xp.clip(x, 0.0, 1.0)
+    tail = (is_positive * _K1_MINUS_HALF + 0.5) * xp.expm1(x - is_positive)
+    # +inf - inf would give NaN for x = +inf: the linear term uses x capped at the largest float
+    largest = float(xp.finfo(x.dtype).max)
+    return tail + (is_positive * _K0 - 0.5 * xp.clip(x, None, largest))
 
 
 def half_expm1mx(x: Any, xp: Any) -> Any:
     r"""``(e**x - 1 - x) / 2`` for an array ``x`` of namespace ``xp``; private workhorse.
 
-    Three regions, chosen elementwise:
-
-    * ``|x| < 1``: ``x**2 * P(x) / 2`` with the fitted polynomial ``P`` (no cancellation).
-    * ``x >= 1``: ``K1 * expm1(x - 1) + (K0 - x/2)``: both addends are well conditioned, and
-      nothing overflows before the result does.
-    * ``x <= -1``: ``expm1(x)/2 - x/2``, a sum of a term in ``[-1/2, -0.31]`` and one
-      ``>= 1/2``: at most a factor 1.7 of cancellation.
-
-    The polynomial is evaluated on ``clip(x, -2, 2)`` so that the untaken branch stays
-    finite (and so do gradients through ``where``).
+    The series for ``|x| <= 1`` and the tail formula elsewhere, selected by a 0/1 mask
+    (both are finite everywhere, so neither values nor gradients see the other).
     """
-    coefficients = _half_polynomial(x.dtype, xp)
-    near_zero = xp.abs(x) <= 1
-    # Clipping to a wider interval than [-1, 1] keeps the gradient exact at x = ±1, where
-    # a clip to ±1 would tie (and JAX splits the gradient of a tie in two).
-    clipped = xp.clip(x, -2.0, 2.0)
-    poly = coefficients[-1] * clipped + coefficients[-2]
-    for c in coefficients[-3::-1]:
-        poly = poly * clipped + c
-    series = (clipped * clipped) * poly
-
-    # is_positive is 1 for x >= 1 and 0 for x <= -1 (its values in between are never used).
-    is_positive = xp.clip(x, 0.0, 1.0)
-    expm1_shifted = xp.expm1(x - is_positive)
-    factor = is_positive * _K1_MINUS_HALF + 0.5
-    finite_x = xp.clip(x, None, float(xp.finfo(x.dtype).max))  # +inf - inf would give NaN
-    tail = factor * expm1_shifted + (is_positive * _K0 - 0.5 * finite_x)
-    return xp.where(near_zero, series, tail)
+    near = mask(xp.abs(x) <= 1, x.dtype, xp)
+    return near * half_expm1mx_series(x, xp) + (1 - near) * half_expm1mx_tail(x, xp)
 
 
 def expm1mx(x: Any) -> Any:
@@ -102,8 +111,8 @@ def expm1mx(x: Any) -> Any:
     Written as ``expm1(x) - x`` it loses all precision near 0 (both terms are about ``x``,
     the result about ``x**2/2``).  Here:
 
-    * for ``|x| < 1``, ``x**2 P(x)`` with a polynomial ``P`` fitted to ``(e**x-1-x)/x**2``
-      (degree 7 in float32, 13 in float64: the lowest that meets the error bound);
+    * for ``|x| <= 1``, ``x**2/2 * (1 + x S(x))`` with a polynomial ``S`` fitted to the
+      correction (degree 6 in float32, 12 in float64: the lowest that meets the bound);
     * for ``x >= 1``, ``e * expm1(x - 1) + (e - 1 - x)`` (well conditioned, ``x - 1``
       exact, no premature overflow);
     * for ``x <= -1``, ``expm1(x) - x``.
@@ -124,4 +133,4 @@ def expm1mx(x: Any) -> Any:
     resolved = _namespace.resolve([("x", x)])
     xp = resolved.xp
     with _namespace.errstate(xp):
-        return 2 * half_expm1mx(resolved.asarray(x), xp)
+        return _namespace.finalize(2 * half_expm1mx(resolved.asarray(x), xp), xp)

@@ -72,6 +72,7 @@ class NormalSweep:
     q_by_log: bool
     exact: tuple
     log_ratio: np.ndarray  # |log(scale_p/scale_q)|, exact inputs, float64
+    log_of_scale: np.ndarray  # |log(scale)| of the one given by scale, for mixed parameterizations
 
     def kwargs(self, convert):
         p = {"log_scale" if self.p_by_log else "scale": convert(self.p_param)}
@@ -84,8 +85,10 @@ def normal_sweep(dtype_name: str, p_by_log: bool, q_by_log: bool, size: int = 15
     """Near-equal and far-apart Normals over extreme scales, for one parameterization.
 
     Log-scale ratios and standardized mean gaps are drawn as ``±10**U(-12, 2)`` (and some
-    exactly 0); the log-scale of q is drawn from ``U(-30, 30)``.  Rows whose inputs or exact
-    KL are not finite in the dtype are dropped (overflow is tested separately).
+    exactly 0); the log-scale of q is drawn from ``U(-30, 30)``.  Dropped: rows whose inputs
+    or exact KL are not finite in the dtype (overflow is tested separately), scales that are
+    not normal floats (backends that flush subnormals cannot hold them), and two scales
+    whose ratio ``scale_q/scale_p`` exceeds the largest float (a documented limit).
     """
     dtype = np.dtype(dtype_name).type
     rng = np.random.default_rng([seed, int(p_by_log), int(q_by_log), np.dtype(dtype_name).itemsize])
@@ -105,12 +108,16 @@ def normal_sweep(dtype_name: str, p_by_log: bool, q_by_log: bool, size: int = 15
         q_param = (log_q if q_by_log else np.exp(log_q)).astype(dtype)
         loc_p, loc_q = loc_p.astype(dtype), loc_q.astype(dtype)
     keep = np.isfinite(p_param) & np.isfinite(q_param) & np.isfinite(loc_p) & np.isfinite(loc_q)
+    tiny = np.finfo(dtype).tiny
     if not p_by_log:
-        keep &= p_param > 0
+        keep &= p_param >= tiny
     if not q_by_log:
-        keep &= q_param > 0
+        keep &= q_param >= tiny
+    if not (p_by_log or q_by_log):
+        with np.errstate(all="ignore"):
+            keep &= q_param.astype(np.float64) / p_param <= np.finfo(dtype).max
     rows = np.flatnonzero(keep)
-    exact, kept, ratios = [], [], []
+    exact, kept, ratios, logs_of_scale = [], [], [], []
     max_value = np.finfo(dtype).max
     for i in rows:
         args = {"loc_p": float(loc_p[i]), "loc_q": float(loc_q[i])}
@@ -123,8 +130,9 @@ def normal_sweep(dtype_name: str, p_by_log: bool, q_by_log: bool, size: int = 15
             lp = float(p_param[i]) if p_by_log else float(mpmath.log(float(p_param[i])))
             lq = float(q_param[i]) if q_by_log else float(mpmath.log(float(q_param[i])))
             ratios.append(abs(lp - lq))
+            logs_of_scale.append(abs(lq) if p_by_log else abs(lp))
     kept = np.asarray(kept, dtype=np.intp)
     return NormalSweep(
         loc_p[kept], loc_q[kept], p_param[kept], q_param[kept], p_by_log, q_by_log,
-        tuple(exact), np.asarray(ratios),
+        tuple(exact), np.asarray(ratios), np.asarray(logs_of_scale),
     )  # fmt: skip

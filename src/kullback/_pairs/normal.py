@@ -14,49 +14,109 @@ with ``r = log(s/t)``, ``d = (a - b)/t`` and ``expm1mx(x) = e**x - 1 - x``.  Bot
 ``var_ratio - 1 - log(var_ratio)`` cancels catastrophically as ``s -> t`` and is what makes
 the usual implementations return negative values.
 
-The error of the result is, to first order, twice the relative error of ``r`` and of ``d``,
-so both are computed to a few units of roundoff:
+To first order the relative error of the result is twice that of ``r`` and of ``d``, so
+both are computed to about one unit of roundoff:
 
 * ``scale`` vs ``scale``: ``r = sign * log1p(|s - t| / min(s, t))`` with
   ``sign = copysign(1, s - t)``.  ``s - t`` is exact when the scales are close (Sterbenz),
   the argument of ``log1p`` is ``>= 0`` so ``1 + y`` never cancels, and the expression is
-  smooth at ``s = t`` (the sign is a constant there), so the Hessian is right.
+  smooth at ``s = t`` (the sign is constant there), so the Hessian is right.  For
+  ``r > 2`` the variance term is ``(s/t)**2/2 - 1/2 - r`` instead: going through
+  ``exp(2r)`` would multiply the rounding of ``r`` by ``2r``.
 * ``log_scale`` vs ``log_scale``: ``r = log_s - log_t``, exact when close.  When the
   log-scales differ a lot their difference is rounded, and ``e**(2r)`` amplifies that
   rounding by ``2|r|``: the problem itself is that ill-conditioned in the log-scales.
-* mixed: ``r = log(s) - log_t`` (or ``log_s - log(t)``).
-* ``d/2 = (a/2 - b/2) / t``: halving first means ``a - b`` cannot overflow when the result
-  does not, and ``d**2/2`` is computed as ``(2 * (d/2)) * (d/2)``.
+* mixed: ``r = log(s) - log_t`` (or ``log_s - log(t)``).  The rounding of ``log(s)`` is
+  amplified by ``2|log s| / |r|`` when the distributions are close (see the accuracy notes
+  in the documentation).
+* ``d**2/2``: with a scale, ``(2 * (d/2)) * (d/2)`` with ``d/2 = (a/2 - b/2) / t`` (halving
+  first, ``a - b`` cannot overflow when the result does not); with a log-scale,
+  ``((a - b)/2) * ((a - b) * exp(-2 log_t))``, three roundings instead of the five of
+  squaring a ``d`` that already carries the rounding of ``exp``.
+
+Special values: NaN in, NaN out; a negative scale gives NaN; a zero scale gives ``+inf``
+(except for the 0/0 of equal locations and ``scale_q = 0``, which is NaN).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .._registry import register_kl
 from ..distributions import Normal
-from ..special import half_expm1mx
+from ..special import half_expm1mx, half_expm1mx_series, half_expm1mx_tail, mask
 
 __all__: list[str] = []
 
+# Above this log-ratio the variance term of scale/scale inputs is computed from the ratio.
+_FAR = 2.0
+
+
+def _variance_term_from_scales(scale_p: Any, scale_q: Any, xp: Any) -> Any:
+    """``(s**2/t**2 - 1)/2 - log(s/t)`` from two scales ``s``, ``t``.
+
+    With ``e = s/t - 1`` (exact numerator when close) and ``r = log(s/t)``:
+
+    * near (``|r| <= 1/2``): ``e**2/2 + (e - log1p(e))``.  ``e - log1p(e)`` is
+      ``m + ((e - r) - m) * e/(1 + e)`` with ``m = expm1mx(r)`` at the computed ``r``: a
+      Newton step that cancels the rounding of ``log1p`` (which the result would otherwise
+      double), leaving only the one rounding of ``e``.
+    * middle: ``expm1mx(2r)/2`` from its tail formula.
+    * far (``r > 2``): ``(s/t)**2/2 - 1/2 - r``; through ``exp(2r)`` the rounding of ``r``
+      would be multiplied by ``2r``.
+    """
+    dtype = scale_p.dtype
+    difference = scale_p - scale_q
+    sign = xp.copysign(xp.ones_like(difference), difference)
+    smaller = xp.minimum(scale_p, scale_q)
+    # sqrt(smaller) * 0 turns a negative scale into NaN, and is 0 otherwise.
+    log_ratio = sign * xp.log1p((sign * difference) / smaller + xp.sqrt(smaller) * 0.0)
+    del sign, smaller
+
+    # Near: every value is clipped to where it is used, so it is finite where it is not.
+    excess = xp.clip(difference / scale_q, -0.5, 1.0)
+    near_ratio = xp.clip(log_ratio, -1.0, 1.0)
+    m = 2.0 * half_expm1mx_series(near_ratio, xp)
+    gap = m + ((excess - near_ratio) - m) * (excess / (1.0 + excess))
+    near = mask(xp.abs(log_ratio) <= 0.5, dtype, xp)
+    value = near * ((0.5 * excess) * excess + gap)
+    del excess, near_ratio, m, gap
+
+    far = mask(log_ratio > _FAR, dtype, xp)
+    middle = 1 - near - far
+    value = value + middle * half_expm1mx_tail(2.0 * xp.clip(log_ratio, None, 2 * _FAR), xp)
+    ratio = scale_p / scale_q
+    largest = float(xp.finfo(dtype).max)
+    # log_ratio is capped so that the far value is finite where unused (scale_p = 0) and
+    # inf - inf cannot arise where it is used (scale_q = 0).
+    capped = xp.clip(log_ratio, -largest, largest)
+    return value + far * ((0.5 * ratio) * ratio - (0.5 + capped))
+
 
 def _log_scale_ratio(p: Normal, q: Normal, xp: Any) -> Any:
-    """``log(scale_p / scale_q)`` to a few units of roundoff relative to itself."""
-    if p.scale is not None and q.scale is not None:
-        difference = p.scale - q.scale
-        sign = xp.copysign(xp.ones_like(difference), difference)
-        smaller = xp.minimum(p.scale, q.scale)
-        # sqrt(smaller) * 0 turns a negative scale into NaN, and is 0 otherwise.
-        ratio_minus_one = (sign * difference) / smaller + xp.sqrt(smaller) * 0.0
-        return sign * xp.log1p(ratio_minus_one)
+    """``log(scale_p / scale_q)`` when at least one is given by its log."""
     log_p = p.log_scale if p.log_scale is not None else xp.log(p.scale)
     log_q = q.log_scale if q.log_scale is not None else xp.log(q.scale)
     return log_p - log_q
 
 
+def _location_term(p: Normal, q: Normal, xp: Any) -> Any:
+    """``((loc_p - loc_q) / scale_q)**2 / 2``."""
+    if q.scale is not None:
+        half_gap = (0.5 * p.loc - 0.5 * q.loc) / q.scale
+        return (2.0 * half_gap) * half_gap
+    difference = p.loc - q.loc
+    # exp(-2 log_t) is capped at the largest float so that a zero difference gives 0, not NaN.
+    largest_exponent = math.log(float(xp.finfo(difference.dtype).max))
+    inverse_variance = xp.exp(xp.clip(-2.0 * q.log_scale, None, largest_exponent))
+    return (0.5 * difference) * (difference * inverse_variance)
+
+
 @register_kl(Normal, Normal)
 def _kl_normal_normal(p: Normal, q: Normal, *, xp: Any) -> Any:
-    log_ratio = _log_scale_ratio(p, q, xp)
-    scale_q = q.scale if q.scale is not None else xp.exp(q.log_scale)
-    half_gap = (0.5 * p.loc - 0.5 * q.loc) / scale_q
-    return half_expm1mx(2.0 * log_ratio, xp) + (2.0 * half_gap) * half_gap
+    if p.scale is not None and q.scale is not None:
+        variance_term = _variance_term_from_scales(p.scale, q.scale, xp)
+    else:
+        variance_term = half_expm1mx(2.0 * _log_scale_ratio(p, q, xp), xp)
+    return variance_term + _location_term(p, q, xp)

@@ -1,0 +1,389 @@
+"""Interleaved timing of kullback's Normal–Normal KL against its peers on each backend.
+
+What it measures
+----------------
+The elementwise KL divergence ``KL(N(loc_p, scale_p) || N(loc_q, scale_q))`` in float32 for
+n = 4096 and n = 10**6 elements, computed from four raw arrays.  The locations are drawn
+from N(0, 1) and the scales are ``exp(N(0, 0.1))``, so p and q are nearly equal, as near a
+training optimum.  The seed is fixed.  Contenders, always on the same backend:
+
+* NumPy: ``kullback`` against the naive formula
+  ``0.5 * (r + ((mp - mq) / sq)**2 - 1 - log(r))`` with ``r = (sp / sq)**2``.
+* torch eager (CPU): ``kullback`` (building ``kb.Normal`` inside the timed call) against
+  ``torch.distributions.kl_divergence`` with torch's default settings (building the torch
+  ``Normal`` objects, and so running their default argument validation, inside the timed
+  call) and against the naive formula in torch.  A second pair times the KL alone on
+  prebuilt distributions: ``kullback (prebuilt)`` against ``td (prebuilt, no construction)``.
+* JAX: ``kullback`` against the naive formula, both under ``jax.jit`` (functions of the
+  four arrays, compiled before timing) and eagerly; results are ``block_until_ready()``-ed.
+
+How it times
+------------
+For each (backend, n) group every contender is warmed up, then an inner loop count is
+chosen per contender so that one sample lasts at least about a millisecond.  The group's
+contenders then run round-robin (A, B, C, A, B, C, ...) for a fixed number of rounds, timed
+with ``time.perf_counter`` and with the garbage collector off, so that slow drifts of a
+shared machine hit every contender alike.  Before timing, every peer's result is checked
+against kullback's, so that the contenders provably compute the same thing.
+
+How to read it
+--------------
+The table gives, per contender, the median time of one call and the interquartile range of
+the samples in percent of that median.  The last column is the ratio of the matching
+kullback contender's median to the peer's median: below 1 kullback is faster, above 1 it
+is slower.  The ratios are the result; absolute times depend on the machine and its load.
+
+Usage: ``python benchmarks/bench.py [--quick] [--json PATH]`` (or ``nox -s bench -- ...``).
+Backends that cannot be imported (torch, jax) are skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+import kullback as kb
+
+SEED = 20240917
+SIZES = (4096, 10**6)
+ROUNDS = {4096: 200, 10**6: 25}
+QUICK_ROUNDS = {4096: 30, 10**6: 5}
+MIN_SAMPLE_S = 1e-3  # an inner loop is sized so that one sample lasts at least this long
+WARMUP_S = 0.1  # each contender runs for at least this long (and 3 calls) before timing
+MAX_INNER = 100_000
+CHECK_RTOL = 1e-4  # agreement required between kullback and each peer, before timing
+CHECK_ATOL = 1e-5
+
+KULLBACK = "kullback"
+KULLBACK_PREBUILT = "kullback (prebuilt)"
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One way of computing the KL: a call of no arguments that returns the result.
+
+    ``reference`` is the label of the kullback contender a peer is compared to, and
+    ``None`` for a kullback contender itself.  ``finish`` turns the result into a NumPy
+    array for the agreement check.
+    """
+
+    label: str
+    call: Callable[[], Any]
+    reference: str | None
+    finish: Callable[[Any], np.ndarray] = np.asarray
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Per-call times (seconds) of one contender in one group."""
+
+    backend: str
+    n: int
+    contender: Contender
+    inner: int
+    samples: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def iqr_percent(self) -> float:
+        if len(self.samples) < 2:
+            return 0.0
+        q1, _, q3 = statistics.quantiles(self.samples, n=4)
+        return 100.0 * (q3 - q1) / self.median
+
+
+def make_inputs(n: int, seed: int = SEED) -> tuple[np.ndarray, ...]:
+    """float32 (loc_p, scale_p, loc_q, scale_q): N(0, 1) locations, exp(N(0, 0.1)) scales."""
+    rng = np.random.default_rng(seed)
+    loc_p = rng.standard_normal(n)
+    loc_q = rng.standard_normal(n)
+    scale_p = np.exp(rng.normal(0.0, 0.1, n))
+    scale_q = np.exp(rng.normal(0.0, 0.1, n))
+    return tuple(a.astype(np.float32) for a in (loc_p, scale_p, loc_q, scale_q))
+
+
+def naive_normal_kl(mp: Any, sp: Any, mq: Any, sq: Any, log: Callable[[Any], Any]) -> Any:
+    """The textbook formula, as torch.distributions writes it; ``log`` is the backend's."""
+    var_ratio = (sp / sq) ** 2
+    t1 = ((mp - mq) / sq) ** 2
+    return 0.5 * (var_ratio + t1 - 1 - log(var_ratio))
+
+
+def kullback_normal_kl(mp: Any, sp: Any, mq: Any, sq: Any) -> Any:
+    """kullback from the raw arrays, building the two ``kb.Normal`` on the way."""
+    return kb.kl_divergence(kb.Normal(mp, sp), kb.Normal(mq, sq))
+
+
+def numpy_contenders(arrays: Sequence[np.ndarray]) -> list[Contender]:
+    mp, sp, mq, sq = arrays
+    return [
+        Contender(KULLBACK, lambda: kullback_normal_kl(mp, sp, mq, sq), None),
+        Contender("naive formula", lambda: naive_normal_kl(mp, sp, mq, sq, np.log), KULLBACK),
+    ]
+
+
+def torch_contenders(torch: ModuleType, arrays: Sequence[np.ndarray]) -> list[Contender]:
+    from torch.distributions import Normal, kl_divergence
+
+    mp, sp, mq, sq = (torch.from_numpy(a) for a in arrays)
+    kb_p, kb_q = kb.Normal(mp, sp), kb.Normal(mq, sq)
+    td_p, td_q = Normal(mp, sp), Normal(mq, sq)
+
+    def finish(t: Any) -> np.ndarray:
+        return t.numpy()
+
+    return [
+        Contender(KULLBACK, lambda: kullback_normal_kl(mp, sp, mq, sq), None, finish),
+        Contender(
+            "torch.distributions (default validation)",
+            lambda: kl_divergence(Normal(mp, sp), Normal(mq, sq)),
+            KULLBACK,
+            finish,
+        ),
+        Contender(
+            "naive formula", lambda: naive_normal_kl(mp, sp, mq, sq, torch.log), KULLBACK, finish
+        ),
+        Contender(KULLBACK_PREBUILT, lambda: kb.kl_divergence(kb_p, kb_q), None, finish),
+        Contender(
+            "td (prebuilt, no construction)",
+            lambda: kl_divergence(td_p, td_q),
+            KULLBACK_PREBUILT,
+            finish,
+        ),
+    ]
+
+
+def jax_contenders(jax: ModuleType, arrays: Sequence[np.ndarray], *, jit: bool) -> list[Contender]:
+    import jax.numpy as jnp
+
+    mp, sp, mq, sq = (jnp.asarray(a) for a in arrays)
+
+    def naive(mp: Any, sp: Any, mq: Any, sq: Any) -> Any:
+        return naive_normal_kl(mp, sp, mq, sq, jnp.log)
+
+    kullback_fn, naive_fn = kullback_normal_kl, naive
+    if jit:
+        kullback_fn, naive_fn = jax.jit(kullback_normal_kl), jax.jit(naive)
+    return [
+        Contender(KULLBACK, lambda: kullback_fn(mp, sp, mq, sq).block_until_ready(), None),
+        Contender("naive formula", lambda: naive_fn(mp, sp, mq, sq).block_until_ready(), KULLBACK),
+    ]
+
+
+def check_agreement(contenders: Sequence[Contender]) -> None:
+    """Raise if a peer's result differs from its kullback reference: then it is no peer."""
+    results = {c.label: c.finish(c.call()) for c in contenders}
+    for c in contenders:
+        if c.reference is None:
+            continue
+        ours, theirs = results[c.reference], results[c.label]
+        if ours.dtype != theirs.dtype or ours.shape != theirs.shape:
+            raise RuntimeError(
+                f"{c.label}: result is {theirs.dtype}{theirs.shape}, "
+                f"{c.reference} gives {ours.dtype}{ours.shape}"
+            )
+        if not np.allclose(ours, theirs, rtol=CHECK_RTOL, atol=CHECK_ATOL):
+            worst = float(np.max(np.abs(ours.astype(np.float64) - theirs)))
+            raise RuntimeError(f"{c.label} disagrees with {c.reference}: max |diff| {worst:.3g}")
+
+
+def warm_up(call: Callable[[], Any]) -> None:
+    start = time.perf_counter()
+    calls = 0
+    while calls < 3 or time.perf_counter() - start < WARMUP_S:
+        call()
+        calls += 1
+
+
+def choose_inner(call: Callable[[], Any]) -> int:
+    """Calls per sample so that one sample lasts at least ``MIN_SAMPLE_S``."""
+    single = min(time_per_call(call, 1) for _ in range(5))
+    return min(MAX_INNER, max(1, math.ceil(MIN_SAMPLE_S / max(single, 1e-9))))
+
+
+def time_per_call(call: Callable[[], Any], inner: int) -> float:
+    start = time.perf_counter()
+    for _ in range(inner):
+        call()
+    return (time.perf_counter() - start) / inner
+
+
+def run_group(backend: str, n: int, contenders: Sequence[Contender], rounds: int) -> list[Timing]:
+    """Warm up, size inner loops, then time the contenders round-robin."""
+    check_agreement(contenders)
+    for c in contenders:
+        warm_up(c.call)
+    inner = [choose_inner(c.call) for c in contenders]
+    samples: list[list[float]] = [[] for _ in contenders]
+    gc.collect()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            for c, k, s in zip(contenders, inner, samples, strict=True):
+                s.append(time_per_call(c.call, k))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return [
+        Timing(backend, n, c, k, tuple(s))
+        for c, k, s in zip(contenders, inner, samples, strict=True)
+    ]
+
+
+def ratio_to_reference(timing: Timing, group: Sequence[Timing]) -> float | None:
+    """Median of the matching kullback contender over this peer's median (None if kullback)."""
+    if timing.contender.reference is None:
+        return None
+    (ours,) = [t for t in group if t.contender.label == timing.contender.reference]
+    return ours.median / timing.median
+
+
+def optional_import(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def versions(torch: ModuleType | None, jax: ModuleType | None) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "numpy": np.__version__,
+        "kullback": kb.__version__,
+        "torch": None,
+        "jax": None,
+    }
+    if torch is not None:
+        info["torch"] = torch.__version__
+        info["torch_num_threads"] = torch.get_num_threads()
+        validate = getattr(torch.distributions.Distribution, "_validate_args", None)
+        info["torch_distributions_validate_args_default"] = validate
+    if jax is not None:
+        info["jax"] = jax.__version__
+        info["jax_backend"] = jax.default_backend()
+    return info
+
+
+def groups_for(
+    n: int, arrays: Sequence[np.ndarray], torch: ModuleType | None, jax: ModuleType | None
+) -> list[tuple[str, list[Contender]]]:
+    """The (backend label, contenders) groups for one size, skipping missing backends."""
+    groups = [("numpy", numpy_contenders(arrays))]
+    if torch is not None:
+        groups.append(("torch eager (cpu)", torch_contenders(torch, arrays)))
+    if jax is not None:
+        device = jax.default_backend()
+        groups.append((f"jax jit ({device})", jax_contenders(jax, arrays, jit=True)))
+        groups.append((f"jax eager ({device})", jax_contenders(jax, arrays, jit=False)))
+    return groups
+
+
+def format_ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.4g}"
+
+
+def markdown_table(timings: Sequence[Timing]) -> str:
+    header = (
+        "| backend | n | contender | median (ms) | IQR | kullback / peer |\n"
+        "|---|---:|---|---:|---:|---:|"
+    )
+    rows = [header]
+    for t in timings:
+        group = [u for u in timings if (u.backend, u.n) == (t.backend, t.n)]
+        ratio = ratio_to_reference(t, group)
+        shown = "ref" if ratio is None else f"**{ratio:.2f}**"
+        rows.append(
+            f"| {t.backend} | {t.n} | {t.contender.label} | {format_ms(t.median)} "
+            f"| {t.iqr_percent:.0f}% | {shown} |"
+        )
+    return "\n".join(rows)
+
+
+def results_json(timings: Sequence[Timing], info: dict[str, Any], quick: bool) -> dict[str, Any]:
+    results = []
+    for t in timings:
+        group = [u for u in timings if (u.backend, u.n) == (t.backend, t.n)]
+        results.append(
+            {
+                "backend": t.backend,
+                "n": t.n,
+                "contender": t.contender.label,
+                "reference": t.contender.reference,
+                "median_ms": t.median * 1e3,
+                "iqr_percent": t.iqr_percent,
+                "ratio_kullback_over_peer": ratio_to_reference(t, group),
+                "rounds": len(t.samples),
+                "inner_calls_per_sample": t.inner,
+                "samples_ms": [s * 1e3 for s in t.samples],
+            }
+        )
+    setup = {"dtype": "float32", "seed": SEED, "sizes": list(SIZES), "quick": quick}
+    return {"environment": info, "setup": setup, "results": results}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="few rounds: a smoke test")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch = optional_import("torch")
+    jax = optional_import("jax")
+    info = versions(torch, jax)
+
+    print("# kullback benchmark: Normal–Normal KL, float32, interleaved medians\n")
+    for key, value in info.items():
+        print(f"- {key}: {value}")
+    print()
+    if torch is None:
+        print("> note: torch is not importable; the torch section is skipped.\n")
+    if jax is None:
+        print("> note: jax is not importable; the jax sections are skipped.\n")
+
+    rounds = QUICK_ROUNDS if args.quick else ROUNDS
+    timings: list[Timing] = []
+    for n in SIZES:
+        arrays = make_inputs(n)
+        for backend, contenders in groups_for(n, arrays, torch, jax):
+            print(f"timing {backend}, n={n}, {rounds[n]} rounds ...", file=sys.stderr, flush=True)
+            timings += run_group(backend, n, contenders, rounds[n])
+
+    print(markdown_table(timings))
+    print(
+        "\nkullback / peer: the matching kullback contender's median over the peer's "
+        "(< 1: kullback is faster). 'td (prebuilt, no construction)' is compared with "
+        "'kullback (prebuilt)', every other peer with 'kullback'. IQR: interquartile range "
+        "of the samples, in % of the median."
+    )
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results_json(timings, info, args.quick), f, indent=2)
+        print(f"\nresults written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
