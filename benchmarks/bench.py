@@ -24,7 +24,7 @@ chosen per contender so that one sample lasts at least about a millisecond.  The
 contenders then run round-robin (A, B, C, A, B, C, ...) for a fixed number of rounds, timed
 with ``time.perf_counter`` and with the garbage collector off, so that slow drifts of a
 shared machine hit every contender alike.  Before timing, every peer's result is checked
-against kullback's, so that the contenders provably compute the same thing.
+against kullback's (to a tolerance far below the values), so that all compute the same thing.
 
 How to read it
 --------------
@@ -32,6 +32,13 @@ The table gives, per contender, the median time of one call and the interquartil
 the samples in percent of that median.  The last column is the ratio of the matching
 kullback contender's median to the peer's median: below 1 kullback is faster, above 1 it
 is slower.  The ratios are the result; absolute times depend on the machine and its load.
+
+Caveat: at n = 10**6 the eager backends allocate a fresh 4 MB temporary per operation.
+With glibc's default malloc, freed blocks that size go back to the operating system and
+the next operation faults its pages in again; in a VM that can dominate the eager times,
+and it costs kullback (several dozen temporaries) more than its peers (under ten).  Running
+with ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824`` keeps such
+blocks in the process; the header prints any ``MALLOC_*`` variables that are set.
 
 Usage: ``python benchmarks/bench.py [--quick] [--json PATH]`` (or ``nox -s bench -- ...``).
 Backends that cannot be imported (torch, jax) are skipped with a note.
@@ -272,6 +279,8 @@ def versions(torch: ModuleType | None, jax: ModuleType | None) -> dict[str, Any]
         "kullback": kb.__version__,
         "torch": None,
         "jax": None,
+        # Tuning of glibc's malloc changes the eager times at n = 10**6 (module docstring).
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")} or None,
     }
     if torch is not None:
         info["torch"] = torch.__version__

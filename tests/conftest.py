@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,9 +39,6 @@ if BACKEND == "jax":
     jax.config.update("jax_enable_x64", True)
 if BACKEND == "cupy" and _module.cuda.runtime.getDeviceCount() == 0:  # pragma: no cover
     raise RuntimeError("the cupy session needs a CUDA device")
-if BACKEND == "dask":
-    # Dask computes later, outside kullback's NumPy errstate: inf/NaN results then warn.
-    warnings.filterwarnings("ignore", category=RuntimeWarning, module="dask")
 
 hypothesis.settings.register_profile(
     "kullback", deadline=None, max_examples=60, print_blob=True,
@@ -51,6 +47,12 @@ hypothesis.settings.register_profile(
     phases=[p for p in hypothesis.Phase if p is not hypothesis.Phase.explain],
 )  # fmt: skip
 hypothesis.settings.load_profile("kullback")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if BACKEND == "dask":
+        # Dask computes later, outside kullback's NumPy errstate: inf and NaN results warn.
+        config.addinivalue_line("filterwarnings", "ignore::RuntimeWarning")
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,9 @@ class Backend:
         if self.name == "array_api_strict":
             import array_api_strict
 
-            return np.from_dlpack(array_api_strict.asarray(x, device=array_api_strict.Device("CPU_DEVICE")))
+            return np.from_dlpack(
+                array_api_strict.asarray(x, device=array_api_strict.Device("CPU_DEVICE"))
+            )
         return np.asarray(x)
 
 
@@ -112,7 +116,12 @@ def dtype_name(dtype: Any) -> str:
     return np.dtype(dtype).name
 
 
-_backend = Backend(BACKEND, array_api_compat.array_namespace(_module.asarray([1.0]) if BACKEND != "dask" else _module.ones(1)))
+_backend = Backend(
+    BACKEND,
+    array_api_compat.array_namespace(
+        _module.asarray([1.0]) if BACKEND != "dask" else _module.ones(1)
+    ),
+)
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +139,9 @@ def dtype(request: pytest.FixtureRequest) -> Any:
     return getattr(_backend.xp, request.param)
 
 
-def assert_array(result: Any, *, xp: Any, dtype: Any, shape: tuple[int, ...], device: Any = None) -> None:
+def assert_array(
+    result: Any, *, xp: Any, dtype: Any, shape: tuple[int, ...], device: Any = None
+) -> None:
     """Check namespace, dtype, shape and device of a result together."""
     assert array_api_compat.array_namespace(result) is xp, type(result)
     assert result.dtype == dtype, (result.dtype, dtype)

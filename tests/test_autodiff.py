@@ -34,7 +34,9 @@ def gradient(backend, f, *arrays):
     import jax
     import jax.numpy as jnp
 
-    grads = jax.grad(lambda *a: jnp.sum(f(*a)), argnums=tuple(range(len(arrays))))(*map(jnp.asarray, arrays))
+    grads = jax.grad(lambda *a: jnp.sum(f(*a)), argnums=tuple(range(len(arrays))))(
+        *map(jnp.asarray, arrays)
+    )
     return [np.asarray(g) for g in grads]
 
 
@@ -62,7 +64,12 @@ def exact_gradient_log(a, ls, b, lt):
 def exact_gradient_scale(a, s, b, t):
     with mpmath.workdps(50):
         a, s, b, t = map(mpmath.mpf, (a, s, b, t))
-        return [(a - b) / t**2, (s / t - t / s) / t, -(a - b) / t**2, 1 / t - (s**2 + (a - b) ** 2) / t**3]
+        return [
+            (a - b) / t**2,
+            (s / t - t / s) / t,
+            -(a - b) / t**2,
+            1 / t - (s**2 + (a - b) ** 2) / t**3,
+        ]
 
 
 def points(name):
@@ -87,15 +94,20 @@ def test_gradients_match_analytic(autodiff, dtype, by_log):
         def kl(a, ls, b, lt):
             return kb.kl_divergence(kb.Normal(a, log_scale=ls), kb.Normal(b, log_scale=lt))
     else:
-        args, exact_fn = (a, np.exp(ls).astype(name), b, np.exp(lt).astype(name)), exact_gradient_scale
+        args, exact_fn = (
+            (a, np.exp(ls).astype(name), b, np.exp(lt).astype(name)),
+            exact_gradient_scale,
+        )
 
         def kl(a, s, b, t):
             return kb.kl_divergence(kb.Normal(a, s), kb.Normal(b, t))
 
     grads = gradient(autodiff, kl, *args)
-    exact = np.array([[float(g) for g in exact_fn(*(float(v[i]) for v in args))] for i in range(len(a))]).T
+    exact = np.array(
+        [[float(g) for g in exact_fn(*(float(v[i]) for v in args))] for i in range(len(a))]
+    ).T
     eps = float(np.finfo(name).eps)
-    for got, want in zip(grads, exact):
+    for got, want in zip(grads, exact, strict=False):
         assert np.all(np.isfinite(got))
         scale_of_terms = np.abs(want) + eps * np.max(np.abs(want))  # exact zeros stay zero-ish
         np.testing.assert_array_less(np.abs(got - want), 16 * eps * scale_of_terms + 1e-300)
@@ -122,7 +134,20 @@ def test_hessian_at_equality_is_fisher(autodiff, dtype, by_log):
 def test_expm1mx_gradient_at_branch_edges(autodiff, dtype):
     name = dtype_name(dtype)
     dt = np.dtype(name).type
-    x = np.array([0.0, 1.0, -1.0, np.nextafter(dt(1), dt(2)), np.nextafter(dt(-1), dt(-2)), 1e-20, 2.0, -30.0, 80.0], dtype=name)
+    x = np.array(
+        [
+            0.0,
+            1.0,
+            -1.0,
+            np.nextafter(dt(1), dt(2)),
+            np.nextafter(dt(-1), dt(-2)),
+            1e-20,
+            2.0,
+            -30.0,
+            80.0,
+        ],
+        dtype=name,
+    )
     (grad,) = gradient(autodiff, kb.special.expm1mx, x)
     with mpmath.workdps(50):
         exact = np.array([float(mpmath.expm1(mpmath.mpf(float(v)))) for v in x])

@@ -20,7 +20,9 @@ def test_two_frameworks_named(backend, xp):
     q = kb.Normal(other.asarray([0.0]), 1.0)
     with pytest.raises(TypeError, match="different frameworks") as info:
         kb.kl_divergence(p, q)
-    assert other_name in str(info.value) and "loc of p" in str(info.value) and "loc of q" in str(info.value)
+    assert other_name in str(info.value)
+    assert "loc of p" in str(info.value)
+    assert "loc of q" in str(info.value)
 
 
 def test_two_frameworks_in_one_distribution(backend, xp):
@@ -32,7 +34,9 @@ def test_two_frameworks_in_one_distribution(backend, xp):
 def test_shapes_that_do_not_broadcast(backend, xp):
     p = kb.Normal(backend.asarray(np.zeros(3), xp.float64), 1.0)
     q = kb.Normal(backend.asarray(np.zeros(4), xp.float64), 1.0)
-    with pytest.raises(ValueError, match=r"do not broadcast.*\(3,\) \(loc of p\).*\(4,\) \(loc of q\)"):
+    with pytest.raises(
+        ValueError, match=r"do not broadcast.*\(3,\) \(loc of p\).*\(4,\) \(loc of q\)"
+    ):
         kb.kl_divergence(p, q)
     with pytest.raises(ValueError, match="do not broadcast"):
         kb.Normal(backend.asarray(np.zeros(3), xp.float64), backend.asarray(np.ones(2), xp.float64))
@@ -63,7 +67,9 @@ def test_unregistered_pair_named():
         def __init__(self, loc, scale):
             super().__init__(loc=loc, scale=scale)
 
-    with pytest.raises(NotImplementedError, match=r"Normal \|\| Laplace.*register_kl\(Normal, Laplace\)"):
+    with pytest.raises(
+        NotImplementedError, match=r"Normal \|\| Laplace.*register_kl\(Normal, Laplace\)"
+    ):
         kb.kl_divergence(kb.Normal(0.0, 1.0), Laplace(0.0, 1.0))
 
 

@@ -82,7 +82,10 @@ def test_exactly_zero_for_identical(backend, dtype, parameterization):
     q_param = log_scale if q_by_log else scale
     if p_by_log != q_by_log:
         # Identical distributions need exp(log_scale) == scale exactly: use log-scale 0.
-        p_param, q_param = np.zeros(4) if p_by_log else np.ones(4), np.zeros(4) if q_by_log else np.ones(4)
+        p_param, q_param = (
+            np.zeros(4) if p_by_log else np.ones(4),
+            np.zeros(4) if q_by_log else np.ones(4),
+        )
     p = normal(backend, dtype, loc, p_param, p_by_log)
     q = normal(backend, dtype, loc, q_param, q_by_log)
     got = backend.to_numpy(kb.kl_divergence(p, q))
@@ -100,8 +103,14 @@ def test_no_spurious_overflow(backend, dtype):
     loc_p = np.array([0.0, 0.0, 0.0, math.sqrt(largest)], dtype=name)  # last: d**2/2 = max/2
     q = normal(backend, dtype, np.zeros(4), np.zeros(4), True)
     got = backend.to_numpy(kb.kl_divergence(normal(backend, dtype, loc_p, log_p, True), q))
-    exact = [kl_normal(float(a), 0.0, log_scale_p=float(b), log_scale_q=0.0) for a, b in zip(loc_p, log_p)]
-    assert np.isfinite(got[0]) and got[1] == np.inf and np.isfinite(got[2]) and np.isfinite(got[3])
+    exact = [
+        kl_normal(float(a), 0.0, log_scale_p=float(b), log_scale_q=0.0)
+        for a, b in zip(loc_p, log_p, strict=False)
+    ]
+    assert np.isfinite(got[0])
+    assert got[1] == np.inf
+    assert np.isfinite(got[2])
+    assert np.isfinite(got[3])
     errors = ulp_errors(got, exact, np.dtype(name).type)
     assert np.all(errors[[0, 2, 3]] <= 4 + 2 * abs(float(log_p[0])))
 
@@ -139,26 +148,35 @@ def test_known_value(backend, xp, dtype):
     p = normal(backend, dtype, np.array([1.0]), np.array([2.0]), False)
     q = normal(backend, dtype, np.array([0.0]), np.array([1.0]), False)
     got = backend.to_numpy(kb.kl_divergence(p, q))
-    np.testing.assert_allclose(got, [2 - math.log(2)], rtol=4 * float(np.finfo(dtype_name(dtype)).eps))
+    np.testing.assert_allclose(
+        got, [2 - math.log(2)], rtol=4 * float(np.finfo(dtype_name(dtype)).eps)
+    )
 
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 log_scales = st.floats(-8, 8, width=32)
 
 
-@given(st.lists(st.tuples(finite, log_scales, finite, log_scales), min_size=1, max_size=16), st.booleans())
+@given(
+    st.lists(st.tuples(finite, log_scales, finite, log_scales), min_size=1, max_size=16),
+    st.booleans(),
+)
 def test_nonnegative_and_zero_iff_equal(backend, dtype, rows, by_log):
-    a, la, b, lb = (np.array(col, dtype=np.float32) for col in zip(*rows))
+    a, la, b, lb = (np.array(col, dtype=np.float32) for col in zip(*rows, strict=False))
     if not by_log:
         la, lb = np.exp(la), np.exp(lb)
-    got = backend.to_numpy(kb.kl_divergence(normal(backend, dtype, a, la, by_log), normal(backend, dtype, b, lb, by_log)))
+    got = backend.to_numpy(
+        kb.kl_divergence(
+            normal(backend, dtype, a, la, by_log), normal(backend, dtype, b, lb, by_log)
+        )
+    )
     assert np.all(got >= 0)
     # zero exactly where the exact KL rounds to zero (it is 0 iff the parameters are equal,
     # but a tiny exact KL can underflow)
     name = dtype_name(dtype)
     args = ("log_scale_p", "log_scale_q") if by_log else ("scale_p", "scale_q")
     exact = [kl_normal(float(x), float(y), **{args[0]: float(u), args[1]: float(v)})
-             for x, u, y, v in zip(a.astype(name), la.astype(name), b.astype(name), lb.astype(name))]  # fmt: skip
+             for x, u, y, v in zip(a.astype(name), la.astype(name), b.astype(name), lb.astype(name), strict=False)]  # fmt: skip
     half_smallest = mpmath.mpf(float(np.finfo(name).smallest_subnormal)) / 2
     np.testing.assert_array_equal(got == 0, [e < half_smallest for e in exact])
 
@@ -175,10 +193,14 @@ def test_invariant_under_shared_shift_and_scale(backend, dtype, rows, exponent, 
     parameters, so the two KLs agree to the accuracy bound of each.
     """
     name = dtype_name(dtype)
-    a, la, b, lb = (np.array(col, dtype=np.float32).astype(name) for col in zip(*rows))
+    a, la, b, lb = (
+        np.array(col, dtype=np.float32).astype(name) for col in zip(*rows, strict=False)
+    )
     x, y = np.exp(la).astype(name), np.exp(lb).astype(name)
     c = 2.0**exponent
-    base = kb.kl_divergence(normal(backend, dtype, a, x, False), normal(backend, dtype, b, y, False))
+    base = kb.kl_divergence(
+        normal(backend, dtype, a, x, False), normal(backend, dtype, b, y, False)
+    )
     moved = kb.kl_divergence(
         normal(backend, dtype, c * a.astype(np.float64) + c * shift, c * x, False),
         normal(backend, dtype, c * b.astype(np.float64) + c * shift, c * y, False),
@@ -200,7 +222,9 @@ def test_broadcasting_and_axis(backend, xp, dtype):
     q = kb.Normal(backend.asarray(loc_q, dtype), backend.asarray(scale_q, dtype))
     full = kb.kl_divergence(p, q)
     assert_array(full, xp=xp, dtype=dtype, shape=(4, 5, 3))
-    expected = (np.log(scale_q / scale_p) + (scale_p**2 + (loc_p - loc_q) ** 2) / (2 * scale_q**2) - 0.5)
+    expected = (
+        np.log(scale_q / scale_p) + (scale_p**2 + (loc_p - loc_q) ** 2) / (2 * scale_q**2) - 0.5
+    )
     rtol = 1e-5 if dtype_name(dtype) == "float32" else 1e-12
     np.testing.assert_allclose(backend.to_numpy(full), expected, rtol=rtol)
     for axis, shape in ((-1, (4, 5)), ((0, 2), (5,)), ((0, 1, 2), ())):
@@ -219,7 +243,9 @@ def test_python_scalars_mix_with_arrays(backend, xp, dtype):
 
 def test_all_python_scalars_give_numpy_float64():
     result = kb.kl_divergence(kb.Normal(1.0, 2.0), kb.Normal(0, 1))
-    assert isinstance(result, np.ndarray) and result.dtype == np.float64 and result.shape == ()
+    assert isinstance(result, np.ndarray)
+    assert result.dtype == np.float64
+    assert result.shape == ()
     assert float(result) == pytest.approx(2 - math.log(2), rel=1e-15)
 
 

@@ -21,7 +21,9 @@ def sweep(name: str) -> np.ndarray:
     dt = np.dtype(name).type
     edges = [np.nextafter(dt(v), dt(t)) for v in (-1.0, 1.0) for t in (-2.0, 2.0)]
     magnitudes = 10.0 ** np.linspace(-12, 2, 1500)
-    values = np.concatenate([magnitudes, -magnitudes, np.linspace(-3, 3, 1201), [-1.0, 1.0, 0.0], edges])
+    values = np.concatenate(
+        [magnitudes, -magnitudes, np.linspace(-3, 3, 1201), [-1.0, 1.0, 0.0], edges]
+    )
     return values.astype(dt)
 
 
@@ -29,7 +31,9 @@ def test_accuracy_within_4_ulp(backend, xp, dtype):
     x = sweep(dtype_name(dtype))
     result = kb.special.expm1mx(backend.asarray(x, dtype))
     assert_array(result, xp=xp, dtype=dtype, shape=x.shape)
-    errors = ulp_errors(backend.to_numpy(result), [exact_expm1mx(float(v)) for v in x], x.dtype.type)
+    errors = ulp_errors(
+        backend.to_numpy(result), [exact_expm1mx(float(v)) for v in x], x.dtype.type
+    )
     worst = int(np.argmax(errors))
     assert errors[worst] <= 4, f"{errors[worst]:.2f} ulp at x={x[worst]!r}"
 
@@ -39,10 +43,13 @@ def test_special_values(backend, dtype):
     big = math.log(float(np.finfo(name).max))  # e**big - 1 - big is just below the maximum
     x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, big - 1, big + 1, -1e30], dtype=name)
     got = backend.to_numpy(kb.special.expm1mx(backend.asarray(x, dtype)))
-    assert got[0] == 0 and got[1] == 0
-    assert got[2] == np.inf and got[3] == np.inf
+    assert got[0] == 0
+    assert got[1] == 0
+    assert got[2] == np.inf
+    assert got[3] == np.inf
     assert np.isnan(got[4])
-    assert np.isfinite(got[5]) and got[6] == np.inf
+    assert np.isfinite(got[5])
+    assert got[6] == np.inf
     assert got[7] == np.float32(1e30 - 1) if name == "float32" else got[7] == 1e30 - 1
 
 
@@ -66,7 +73,8 @@ def test_result_follows_input(backend, xp, dtype):
 
 def test_python_scalar_gives_numpy():
     result = kb.special.expm1mx(1e-8)
-    assert isinstance(result, np.ndarray) and result.dtype == np.float64
+    assert isinstance(result, np.ndarray)
+    assert result.dtype == np.float64
     assert result == pytest.approx(5.000000016666667e-17, rel=1e-15)
 
 

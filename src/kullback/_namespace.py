@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import array_api_compat
 
-__all__ = ["Resolved", "errstate", "finalize", "is_python_scalar", "resolve", "type_name"]
+__all__ = [
+    "Resolved",
+    "errstate",
+    "finalize",
+    "is_python_scalar",
+    "namespace_of",
+    "resolve",
+    "type_name",
+]
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,41 @@ def type_name(value: Any) -> str:
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
+def _instance_of(x: Any, module: str, name: str) -> bool:
+    """isinstance(x, module.name) if that module is imported (importing nothing)."""
+    imported = sys.modules.get(module)
+    return imported is not None and isinstance(x, getattr(imported, name))
+
+
+def namespace_of(x: Any) -> Any:
+    """The array API namespace of one array.
+
+    The same answer as ``array_api_compat.array_namespace(x)``, found with plain
+    ``isinstance`` checks: array-api-compat's type checks go through an ``lru_cache``, which
+    ``torch.compile`` warns about on every call it traces.
+    """
+    if _instance_of(x, "torch", "Tensor"):
+        import array_api_compat.torch as torch_namespace
+
+        return torch_namespace
+    if _instance_of(x, "numpy", "ndarray") or _instance_of(x, "numpy", "generic"):
+        import array_api_compat.numpy as numpy_namespace
+
+        return numpy_namespace
+    if _instance_of(x, "cupy", "ndarray"):
+        import array_api_compat.cupy as cupy_namespace
+
+        return cupy_namespace
+    if _instance_of(x, "dask.array", "Array"):
+        import array_api_compat.dask.array as dask_namespace
+
+        return dask_namespace
+    return array_api_compat.array_namespace(x)
+
+
 def _device(x: Any) -> Any:
+    if _instance_of(x, "torch", "Tensor"):
+        return x.device
     try:
         return array_api_compat.device(x)
     except Exception:  # a traced value may have no concrete device
@@ -68,7 +111,7 @@ def broadcast_shapes(labelled_shapes: Sequence[tuple[str, tuple[Any, ...]]]) -> 
     Unknown dimensions (``None`` or NaN, as Dask and lazy backends report) broadcast with
     anything.
     """
-    ndim = max((len(shape) for _, shape in labelled_shapes), default=0)
+    ndim = max([len(shape) for _, shape in labelled_shapes] + [0])
     result: list[Any] = []
     for axis in range(-ndim, 0):
         size: Any = 1
@@ -118,7 +161,7 @@ def resolve(labelled: Sequence[tuple[str, Any]]) -> Resolved:
         if is_python_scalar(value):
             continue
         try:
-            namespace = array_api_compat.array_namespace(value)
+            namespace = namespace_of(value)
         except TypeError:
             raise TypeError(
                 f"{label} is a {type_name(value)}; expected an array of a supported "
@@ -136,8 +179,10 @@ def resolve(labelled: Sequence[tuple[str, Any]]) -> Resolved:
         try:
             import numpy as np
         except ImportError:  # pragma: no cover - NumPy is present wherever tests run
-            raise ImportError("all parameters are Python scalars; computing on them needs NumPy") from None
-        xp = array_api_compat.array_namespace(np.empty(0))
+            raise ImportError(
+                "all parameters are Python scalars; computing on them needs NumPy"
+            ) from None
+        xp = namespace_of(np.empty(0))
         return Resolved(xp, xp.float64, "cpu", ())
 
     xp = arrays[0][2]
@@ -157,9 +202,18 @@ def resolve(labelled: Sequence[tuple[str, Any]]) -> Resolved:
     return Resolved(xp, dtype, device, shape)
 
 
+_NUMPY_NAMESPACES = frozenset({"numpy", "array_api_compat.numpy"})
+
+
+def _computes_with_numpy_now(xp: Any) -> bool:
+    """NumPy itself, or array-api-strict (NumPy underneath); by name, which torch.compile
+    traces without complaint (array-api-compat's is_*_namespace are lru_cached)."""
+    return xp.__name__ in _NUMPY_NAMESPACES or xp.__name__ == "array_api_strict"
+
+
 def finalize(result: Any, xp: Any) -> Any:
     """NumPy returns 0-D results as scalars: make them arrays, as every other backend does."""
-    if array_api_compat.is_numpy_namespace(xp):
+    if xp.__name__ in _NUMPY_NAMESPACES:
         return xp.asarray(result)
     return result
 
@@ -171,7 +225,7 @@ def errstate(xp: Any) -> Iterator[None]:
     NumPy and array-api-strict (which computes with NumPy) warn eagerly; Dask computes later,
     outside this context.
     """
-    if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_array_api_strict_namespace(xp):
+    if _computes_with_numpy_now(xp):
         import numpy as np
 
         with np.errstate(all="ignore"):

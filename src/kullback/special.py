@@ -15,25 +15,28 @@ __all__ = ["expm1mx"]
 
 # On |x| <= 1:  (e**x - 1 - x) / 2 = h + h * x * S(x),  h = x**2 / 4,  where
 # S(x) = 1/3 + x/12 + ... is a Chebyshev fit of the lowest degree for which the whole
-# evaluation stays within about 2 units of roundoff (degree 6 for float32, 12 for float64;
-# tools/fit_expm1mx.py makes and checks them).  The leading 1 of (1 + x S) is exact and
+# evaluation stays within about 2 units of roundoff and its autodiff derivative within a
+# few ulp of expm1 (degree 6 for float32, 13 for float64: at 12 the derivative is 14 ulp
+# off near |x| = 1; tools/fit_expm1mx.py makes and checks them).  The leading 1 of (1 + x S) is exact and
 # |x S(x)| <= 0.44, so the fit's rounding barely enters.
 _S_FLOAT32 = (
     0.3333333333333333, 0.08333339441967166, 0.016666672208658816, 0.0027772895481642966,
     0.00039678109631145124, 5.057686979879248e-05, 5.59985250154403e-06,
 )  # fmt: skip
 _S_FLOAT64 = (
-    0.3333333333333333, 0.08333333333333302, 0.01666666666666665, 0.002777777777786362,
-    0.00039682539682590125, 4.9603174534518815e-05, 5.51146384076294e-06,
-    5.511466197430558e-07, 5.0104230595829396e-08, 4.174959686199328e-09,
-    3.2115785589206374e-10, 2.3254196260846895e-11, 1.5478144934243409e-12,
+    0.3333333333333333, 0.08333333333333333, 0.016666666666666597, 0.002777777777777774,
+    0.00039682539682648395, 4.960317460323494e-05, 5.511463838276363e-06, 5.511463841178031e-07,
+    5.0104235391815646e-08, 4.175352431117593e-09, 3.2115359247603275e-10,
+    2.293997665212762e-11, 1.5492357186037655e-12, 9.66890274781216e-14,
 )  # fmt: skip
 
-# For x >= 1:  (e**x - 1 - x) / 2 = K1 * expm1(x - 1) + (K0 - x/2),  K1 = e/2,
-# K0 = (e - 1)/2.  x - 1 is exact, and e**(x - 1) overflows only where the result does.
-# K1 is formed as 0.5 + _K1_MINUS_HALF, which reproduces float(K1) exactly.
-_K1_MINUS_HALF = math.e / 2 - 0.5
-_K0 = (math.e - 1) / 2
+# For 1 <= x <= 3, with n = 1 or 2 and w = x - n in [0, 1]:
+#     (e**x - 1 - x) / 2 = c * expm1(w) + (c - 1/2 - x/2),   c = e**n / 2,
+# and for x > 3 (n = 2) or x < -1 (n = 0, c = 1/2):
+#     (e**x - 1 - x) / 2 = c * exp(w) - (1/2 + x/2).
+# x - n is exact, and c * exp(x - 2) overflows only where the result does.
+_HALF_E = math.e / 2
+_HALF_E2 = math.e**2 / 2
 
 
 def mask(condition: Any, dtype: Any, xp: Any) -> Any:
@@ -46,16 +49,15 @@ def mask(condition: Any, dtype: Any, xp: Any) -> Any:
     return xp.astype(condition, dtype)
 
 
-def half_expm1mx_series(x: Any, xp: Any) -> Any:
-    """``(e**x - 1 - x) / 2`` for ``|x| <= 1`` (finite, and unused, elsewhere).
+def half_expm1mx_series(clipped: Any, xp: Any) -> Any:
+    """``(e**x - 1 - x) / 2`` for ``|x| <= 1``, from ``clipped = clip(x, -2, 2)``.
 
-    ``h + h*x*S(x)`` with ``h = x**2/4``: every term has the sign of the result.  The
-    polynomial is evaluated on ``clip(x, -2, 2)``, so it stays finite where it is not
-    selected (gradients included); clipping wider than [-1, 1] keeps the gradient exact at
-    ``x = ±1``, where a clip to ±1 would tie.
+    ``h + h*x*S(x)`` with ``h = x**2/4``: every term has the sign of the result.  Callers
+    pass a clipped argument so that the value is finite where it is not selected (gradients
+    included); clipping wider than [-1, 1] keeps the gradient exact at ``x = ±1``, where a
+    clip to ±1 would tie.
     """
-    coefficients = _S_FLOAT64 if x.dtype == xp.float64 else _S_FLOAT32
-    clipped = xp.clip(x, -2.0, 2.0)
+    coefficients = _S_FLOAT64 if clipped.dtype == xp.float64 else _S_FLOAT32
     correction = coefficients[-1] * clipped + coefficients[-2]
     for c in coefficients[-3::-1]:
         correction = correction * clipped + c
@@ -63,30 +65,42 @@ def half_expm1mx_series(x: Any, xp: Any) -> Any:
     return h + h * (clipped * correction)
 
 
-def half_expm1mx_tail(x: Any, xp: Any) -> Any:
-    """``(e**x - 1 - x) / 2`` for ``|x| >= 1``.
-
-    * ``x >= 1``: ``K1 * expm1(x - 1) + (K0 - x/2)``: both addends are well conditioned,
-      ``x - 1`` is exact, and nothing overflows before the result does.
-    * ``x <= -1``: ``expm1(x)/2 - x/2``, a sum of a term in ``[-1/2, -0.31]`` and one
-      ``>= 1/2``: at most a factor 1.7 of cancellation.
-    """
-    # is_positive is 1 for x >= 1 and 0 for x <= -1 (its values in between are not used).
-    is_positive = xp.clip(x, 0.0, 1.0)
-    tail = (is_positive * _K1_MINUS_HALF + 0.5) * xp.expm1(x - is_positive)
-    # +inf - inf would give NaN for x = +inf: the linear term uses x capped at the largest float
-    largest = float(xp.finfo(x.dtype).max)
-    return tail + (is_positive * _K0 - 0.5 * xp.clip(x, None, largest))
-
-
 def half_expm1mx(x: Any, xp: Any) -> Any:
     r"""``(e**x - 1 - x) / 2`` for an array ``x`` of namespace ``xp``; private workhorse.
 
-    The series for ``|x| <= 1`` and the tail formula elsewhere, selected by a 0/1 mask
-    (both are finite everywhere, so neither values nor gradients see the other).
+    One evaluation of the series, at ``w = x - n`` with ``n = [x >= 1] + [x > 2]``, serves
+    two regions, and ``exp`` the rest:
+
+    * ``|x| < 1``: the series at ``w = x``;
+    * ``1 <= x <= 3``: ``c * expm1(w) + (c - 1/2 - x/2)``, ``c = e**n/2``, with
+      ``expm1(w) = w + 2*series(w)``, ``w in [0, 1]``: well conditioned, and no backend
+      ``expm1`` (some are several ulp off for small arguments, and ``torch.compile`` lowers
+      ``expm1`` to ``exp(x) - 1``);
+    * elsewhere ``c * exp(w) - (1/2 + x/2)``: for ``x < -1`` a sum of non-negative terms, for
+      ``x > 3`` at most a factor 1.25 of cancellation (so a backend ``exp`` that is 2 ulp off
+      costs at most 2.5 ulp), and ``exp(x - 2)`` overflows only where the result does.
+
+    The regions are selected with 0/1 masks, and each branch is finite where it is not
+    selected, so neither values nor gradients see an unselected branch.
     """
-    near = mask(xp.abs(x) <= 1, x.dtype, xp)
-    return near * half_expm1mx_series(x, xp) + (1 - near) * half_expm1mx_tail(x, xp)
+    dtype = x.dtype
+    above_one = mask(x >= 1, dtype, xp)
+    above_two = mask(x > 2, dtype, xp)
+    shift = above_one + above_two
+    w = x - shift
+    clipped = xp.clip(w, -2.0, 2.0)  # = w wherever the series is selected
+    series = half_expm1mx_series(clipped, xp)
+    # c = e**n / 2 as a sum with exactly one nonzero term, so it is exactly float(e**n / 2)
+    c = (1 - above_one) * 0.5 + (above_one - above_two) * _HALF_E + above_two * _HALF_E2
+    # +inf - inf would give NaN for x = +inf: the linear terms use x capped at the largest float
+    half_x = 0.5 * xp.clip(x, None, float(xp.finfo(dtype).max))
+    in_first = mask(xp.abs(x) < 1, dtype, xp)
+    in_second = above_one * mask(w <= 1, dtype, xp)
+    # From clipped values only (finite where unselected); there clipped + shift == x exactly,
+    # and c - 1/2 is exact, so (c - 1/2) - x/2 is rounded once.
+    second = c * (clipped + 2.0 * series) + ((c - 0.5) - 0.5 * (clipped + shift))
+    outer = c * xp.exp(w) - (0.5 + half_x)
+    return in_first * series + in_second * second + (1 - in_first - in_second) * outer
 
 
 def expm1mx(x: Any) -> Any:
@@ -112,10 +126,12 @@ def expm1mx(x: Any) -> Any:
     the result about ``x**2/2``).  Here:
 
     * for ``|x| <= 1``, ``x**2/2 * (1 + x S(x))`` with a polynomial ``S`` fitted to the
-      correction (degree 6 in float32, 12 in float64: the lowest that meets the bound);
-    * for ``x >= 1``, ``e * expm1(x - 1) + (e - 1 - x)`` (well conditioned, ``x - 1``
-      exact, no premature overflow);
-    * for ``x <= -1``, ``expm1(x) - x``.
+      correction (degree 6 in float32, 13 in float64: the lowest that meets the bounds on the value
+      and on its derivative);
+    * for ``1 <= x <= 3``, ``e**n * expm1(x - n) + (e**n - 1 - x)`` with ``n = 1, 2`` and
+      ``expm1`` from the same series (well conditioned, ``x - n`` exact);
+    * elsewhere ``e**n * exp(x - n) - 1 - x`` (``n = 0`` for ``x < -1``, 2 for ``x > 3``):
+      at most a factor 1.25 of cancellation, no premature overflow.
 
     Every branch is evaluated on an input that keeps it finite, so gradients through the
     selection are finite.  The result is at most a few ulp from the exact value and is

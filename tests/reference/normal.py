@@ -45,7 +45,9 @@ def ulp_errors(computed: np.ndarray, exact: list, dtype) -> np.ndarray:
     smallest = mpmath.mpf(2) ** (info.minexp - info.nmant)
     out = np.empty(len(exact))
     with mpmath.workdps(DIGITS):
-        for i, (c, e) in enumerate(zip(np.asarray(computed, dtype=np.float64).tolist(), exact, strict=True)):
+        for i, (c, e) in enumerate(
+            zip(np.asarray(computed, dtype=np.float64).tolist(), exact, strict=True)
+        ):
             if mpmath.isnan(e) or np.isnan(c):
                 out[i] = 0.0 if (mpmath.isnan(e) and np.isnan(c)) else np.inf
                 continue
@@ -55,7 +57,9 @@ def ulp_errors(computed: np.ndarray, exact: list, dtype) -> np.ndarray:
             if e == 0:
                 unit = smallest
             else:
-                unit = max(mpmath.mpf(2) ** (mpmath.floor(mpmath.log(abs(e), 2)) - digits + 1), smallest)
+                unit = max(
+                    mpmath.mpf(2) ** (mpmath.floor(mpmath.log(abs(e), 2)) - digits + 1), smallest
+                )
             out[i] = float(abs(mpmath.mpf(c) - e) / unit)
     return out
 
@@ -81,7 +85,9 @@ class NormalSweep:
 
 
 @functools.cache
-def normal_sweep(dtype_name: str, p_by_log: bool, q_by_log: bool, size: int = 1500, seed: int = 0) -> NormalSweep:
+def normal_sweep(
+    dtype_name: str, p_by_log: bool, q_by_log: bool, size: int = 1500, seed: int = 0
+) -> NormalSweep:
     """Near-equal and far-apart Normals over extreme scales, for one parameterization.
 
     Log-scale ratios and standardized mean gaps are drawn as ``±10**U(-12, 2)`` (and some

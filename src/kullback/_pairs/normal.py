@@ -45,7 +45,7 @@ from typing import Any
 
 from .._registry import register_kl
 from ..distributions import Normal
-from ..special import half_expm1mx, half_expm1mx_series, half_expm1mx_tail, mask
+from ..special import half_expm1mx, half_expm1mx_series, mask
 
 __all__: list[str] = []
 
@@ -56,13 +56,16 @@ _FAR = 2.0
 def _variance_term_from_scales(scale_p: Any, scale_q: Any, xp: Any) -> Any:
     """``(s**2/t**2 - 1)/2 - log(s/t)`` from two scales ``s``, ``t``.
 
-    With ``e = s/t - 1`` (exact numerator when close) and ``r = log(s/t)``:
+    With ``e = s/t - 1`` (exact numerator when the scales are within a factor 2) and
+    ``r = log(s/t)`` as the backend's ``log1p`` computes it:
 
-    * near (``|r| <= 1/2``): ``e**2/2 + (e - log1p(e))``.  ``e - log1p(e)`` is
-      ``m + ((e - r) - m) * e/(1 + e)`` with ``m = expm1mx(r)`` at the computed ``r``: a
-      Newton step that cancels the rounding of ``log1p`` (which the result would otherwise
-      double), leaving only the one rounding of ``e``.
-    * middle: ``expm1mx(2r)/2`` from its tail formula.
+    * ``m = expm1mx(r)`` from the series, for ``|r| <= 1``, gives the Newton correction
+      ``delta = ((e - r) - m) / (1 + e)`` of ``r``: it cancels the rounding (and the
+      inaccuracy, up to 2 ulp on some backends) of ``log1p``, which the result would
+      otherwise double.
+    * near (``|r| <= 1/2``): ``e**2/2 + (e - log1p(e))`` with
+      ``e - log1p(e) = m + ((e - r) - m) * e/(1 + e)``, leaving only the rounding of ``e``.
+    * middle: ``expm1mx(2r)/2`` at the corrected ``r``.
     * far (``r > 2``): ``(s/t)**2/2 - 1/2 - r``; through ``exp(2r)`` the rounding of ``r``
       would be multiplied by ``2r``.
     """
@@ -74,18 +77,21 @@ def _variance_term_from_scales(scale_p: Any, scale_q: Any, xp: Any) -> Any:
     log_ratio = sign * xp.log1p((sign * difference) / smaller + xp.sqrt(smaller) * 0.0)
     del sign, smaller
 
-    # Near: every value is clipped to where it is used, so it is finite where it is not.
-    excess = xp.clip(difference / scale_q, -0.5, 1.0)
-    near_ratio = xp.clip(log_ratio, -1.0, 1.0)
+    # Values are clipped to where they are used, so that they are finite where they are not.
+    excess = xp.clip(difference / scale_q, -0.7, 2.0)
+    del difference
+    near_ratio = xp.clip(log_ratio, -1.0, 1.0)  # the tie at ±1 is outside the near region
     m = 2.0 * half_expm1mx_series(near_ratio, xp)
-    gap = m + ((excess - near_ratio) - m) * (excess / (1.0 + excess))
+    residual = (excess - near_ratio) - m  # e - expm1(r): exact subtraction first (Sterbenz)
     near = mask(xp.abs(log_ratio) <= 0.5, dtype, xp)
-    value = near * ((0.5 * excess) * excess + gap)
-    del excess, near_ratio, m, gap
+    value = near * ((0.5 * excess) * excess + (m + residual * (excess / (1.0 + excess))))
+    correctable = mask(xp.abs(log_ratio) <= 1.0, dtype, xp)
+    corrected = log_ratio + correctable * (residual / (1.0 + excess))
+    del excess, near_ratio, m, residual, correctable
 
     far = mask(log_ratio > _FAR, dtype, xp)
     middle = 1 - near - far
-    value = value + middle * half_expm1mx_tail(2.0 * xp.clip(log_ratio, None, 2 * _FAR), xp)
+    value = value + middle * half_expm1mx(2.0 * xp.clip(corrected, None, 2 * _FAR), xp)
     ratio = scale_p / scale_q
     largest = float(xp.finfo(dtype).max)
     # log_ratio is capped so that the far value is finite where unused (scale_p = 0) and
