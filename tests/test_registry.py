@@ -51,3 +51,22 @@ def test_most_specific_pair_wins(backend, dtype):
 def test_register_requires_distribution_types():
     with pytest.raises(TypeError, match=r"subclasses of kullback\.Distribution"):
         kb.register_kl(float, Exponential)
+
+
+def test_large_batches_evaluate_in_slices_identically(backend, xp, dtype, monkeypatch):
+    """Eager CPU backends evaluate big batches in slices along axis 0; values are unchanged.
+
+    Parameters with a missing or size-1 leading axis (broadcast) are passed whole.
+    """
+    import kullback._registry as registry
+
+    rng = np.random.default_rng(5)
+    loc_p = backend.asarray(rng.normal(size=(300, 1000)), dtype)
+    scale_p = backend.asarray(np.exp(0.1 * rng.normal(size=(1000,))), dtype)
+    loc_q = backend.asarray(rng.normal(size=(300, 1)), dtype)
+    p, q = kb.Normal(loc_p, scale_p), kb.Normal(loc_q, 1.5)
+    sliced = backend.to_numpy(kb.kl_divergence(p, q, axis=-1))
+    monkeypatch.setattr(registry, "_SLICE", 10**9)
+    whole = backend.to_numpy(kb.kl_divergence(p, q, axis=-1))
+    np.testing.assert_array_equal(sliced, whole)
+    assert sliced.shape == (300,)

@@ -205,6 +205,19 @@ def resolve(labelled: Sequence[tuple[str, Any]]) -> Resolved:
 _NUMPY_NAMESPACES = frozenset({"numpy", "array_api_compat.numpy"})
 
 
+def evaluates_eagerly_on_cpu(xp: Any, device: Any) -> bool:
+    """True where each operation is a separate pass over memory (NumPy; torch on the CPU,
+    outside torch.compile).  Fused backends (jax.jit, torch.compile), lazy ones (Dask) and
+    GPUs gain nothing from evaluating in slices."""
+    if xp.__name__ in _NUMPY_NAMESPACES:
+        return True
+    if xp.__name__ == "array_api_compat.torch":
+        import torch
+
+        return not torch.compiler.is_compiling() and getattr(device, "type", None) == "cpu"
+    return False
+
+
 def _computes_with_numpy_now(xp: Any) -> bool:
     """NumPy itself, or array-api-strict (NumPy underneath); by name, which torch.compile
     traces without complaint (array-api-compat's is_*_namespace are lru_cached)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -84,6 +85,53 @@ def _most_specific(type_p: type, type_q: type) -> KLFunction | None:
     return min(matches, key=lambda m: (m[0] + m[1], m[0]))[2]
 
 
+# Eager CPU backends allocate a temporary per operation; with many operations on large
+# arrays these no longer fit in cache (and are paged in and out again).  Such inputs are
+# evaluated in slices of about _SLICE elements along the leading axis: measured on 10**6
+# float32 Normals, 38 ms whole against 10.5 ms in slices of 2**16 (NumPy and torch alike).
+_SLICE = 2**16
+
+
+def _slices(shape: tuple[Any, ...]) -> list[tuple[int, int]] | None:
+    """Bounds along axis 0 for evaluating a batch of ``shape`` in slices, or None."""
+    if not shape or any(not isinstance(n, int) for n in shape):
+        return None
+    size = math.prod(shape)
+    if size < 2 * _SLICE or shape[0] < 2:
+        return None
+    rows = max(1, _SLICE // max(1, size // shape[0]))
+    return [(start, min(start + rows, shape[0])) for start in range(0, shape[0], rows)]
+
+
+def _sliced(value: Any, ndim: int, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of the broadcast leading axis of ``value`` (whole if broadcast)."""
+    if value.ndim < ndim or value.shape[0] == 1:
+        return value
+    return value[start:stop, ...]
+
+
+def _evaluate(
+    fn: KLFunction, p: Distribution, q: Distribution, resolved: _namespace.Resolved
+) -> Any:
+    xp = resolved.xp
+    bounds = None
+    if _namespace.evaluates_eagerly_on_cpu(xp, resolved.device):
+        bounds = _slices(resolved.shape)
+    if bounds is None:
+        return fn(p, q, xp=xp)
+    ndim = len(resolved.shape)
+    pieces = []
+    for start, stop in bounds:
+        p_rows = type(p)._from_parameters(
+            {k: _sliced(v, ndim, start, stop) for k, v in p.parameters.items()}
+        )
+        q_rows = type(q)._from_parameters(
+            {k: _sliced(v, ndim, start, stop) for k, v in q.parameters.items()}
+        )
+        pieces.append(fn(p_rows, q_rows, xp=xp))
+    return xp.concat(pieces, axis=0)
+
+
 def kl_divergence(
     p: Distribution, q: Distribution, *, axis: int | tuple[int, ...] | None = None
 ) -> Any:
@@ -139,7 +187,7 @@ def kl_divergence(
     p = type(p)._from_parameters({k: resolved.asarray(v) for k, v in p.parameters.items()})
     q = type(q)._from_parameters({k: resolved.asarray(v) for k, v in q.parameters.items()})
     with _namespace.errstate(xp):
-        kl = fn(p, q, xp=xp)
+        kl = _evaluate(fn, p, q, resolved)
         if axis is not None:
             kl = xp.sum(kl, axis=axis)
     return _namespace.finalize(kl, xp)
