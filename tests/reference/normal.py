@@ -90,8 +90,9 @@ def normal_sweep(
 ) -> NormalSweep:
     """Near-equal and far-apart Normals over extreme scales, for one parameterization.
 
-    Log-scale ratios and standardized mean gaps are drawn as ``±10**U(-12, 2)`` (and some
-    exactly 0); the log-scale of q is drawn from ``U(-30, 30)``.  Dropped: rows whose inputs
+    Log-scale ratios are drawn as ``±10**U(-12, 2)``, some exactly 0 and 30% uniformly on
+    [-2.3, 2.3] (where the formulas change region); standardized mean gaps as
+    ``±10**U(-12, 2)`` (some exactly 0); the log-scale of q from ``U(-30, 30)``.  Dropped: rows whose inputs
     or exact KL are not finite in the dtype (overflow is tested separately), scales that are
     not normal floats (backends that flush subnormals cannot hold them), and two scales
     whose ratio ``scale_q/scale_p`` exceeds the largest float (a documented limit).
@@ -102,6 +103,8 @@ def normal_sweep(
     sign = rng.choice([-1.0, 1.0], n)
     log_ratio = sign * 10.0 ** rng.uniform(-12, 2, n)
     log_ratio[: n // 20] = 0.0
+    # a dense band of moderate ratios, where the formulas change region
+    log_ratio[n // 5 : n // 2] = rng.uniform(-2.3, 2.3, n // 2 - n // 5)
     gap = rng.choice([-1.0, 1.0], n) * 10.0 ** rng.uniform(-12, 2, n)
     gap[n // 20 : n // 10] = 0.0
     log_q = rng.uniform(-30, 30, n)

@@ -49,74 +49,116 @@ from ..special import half_expm1mx, half_expm1mx_series, mask
 
 __all__: list[str] = []
 
-# Above this log-ratio the variance term of scale/scale inputs is computed from the ratio.
+# Beyond this |log-ratio| the variance term of two scales is computed from their ratio.
 _FAR = 2.0
 
 
 def _variance_term_from_scales(scale_p: Any, scale_q: Any, xp: Any) -> Any:
     """``(s**2/t**2 - 1)/2 - log(s/t)`` from two scales ``s``, ``t``.
 
-    With ``e = s/t - 1`` (exact numerator when the scales are within a factor 2) and
-    ``r = log(s/t)`` as the backend's ``log1p`` computes it:
-
-    * ``m = expm1mx(r)`` from the series, for ``|r| <= 1``, gives the Newton correction
-      ``delta = ((e - r) - m) / (1 + e)`` of ``r``: it cancels the rounding (and the
-      inaccuracy, up to 2 ulp on some backends) of ``log1p``, which the result would
-      otherwise double.
-    * near (``|r| <= 1/2``): ``e**2/2 + (e - log1p(e))`` with
-      ``e - log1p(e) = m + ((e - r) - m) * e/(1 + e)``, leaving only the rounding of ``e``.
-    * middle: ``expm1mx(2r)/2`` at the corrected ``r``.
-    * far (``r > 2``): ``(s/t)**2/2 - 1/2 - r``; through ``exp(2r)`` the rounding of ``r``
-      would be multiplied by ``2r``.
+    * ``s - t`` is split into its rounded value and its exact rounding error (TwoSum), so
+      ``e = (s - t)/t`` and ``y = (t - s)/s`` carry one rounding each whatever the ratio.
+    * One ``log1p``, of ``z = e`` where ``s >= t/2`` and of ``z = y`` elsewhere (never of an
+      argument near -1): ``L = log1p(z)`` and ``r = log(s/t) = ±L``.
+    * For ``L <= 2``, the series at ``L/2`` and the doubling identity
+      ``expm1mx(2w) = 2 expm1mx(w) + expm1(w)**2`` give ``m = expm1mx(L)``, and the Newton
+      step ``delta = ((z - L) - m) / (1 + z)`` corrects ``L``: the accuracy of the
+      backend's ``log1p`` no longer matters (``z - L`` is exact, Sterbenz).
+    * ``-log 2 <= r <= 2``: ``e**2/2 + (e - log1p(e))``, the second term as
+      ``(e - L) - delta``: two non-negative terms, all from the one rounded ``e``.
+    * elsewhere ``(s/t)**2/2 - 1/2 - r``: at most a factor 1.1 of cancellation for
+      ``r > 2``, a sum of non-negative terms for ``r < -log 2``.  Going through ``exp(2r)``
+      instead would multiply the rounding of ``r`` by ``2|r|``.
     """
     dtype = scale_p.dtype
     difference = scale_p - scale_q
-    sign = xp.copysign(xp.ones_like(difference), difference)
-    smaller = xp.minimum(scale_p, scale_q)
-    # sqrt(smaller) * 0 turns a negative scale into NaN, and is 0 otherwise.
-    log_ratio = sign * xp.log1p((sign * difference) / smaller + xp.sqrt(smaller) * 0.0)
-    del sign, smaller
+    # TwoSum: the exact rounding error of scale_p - scale_q (0 when the scales are close)
+    virtual = difference - scale_p
+    rounding = (scale_p - (difference - virtual)) + (-scale_q - virtual)
+    del virtual
+    close = mask(scale_p + scale_p >= scale_q, dtype, xp)  # e >= -1/2
+    # sqrt(smaller scale) * 0 turns a negative scale into NaN, and is 0 otherwise.
+    guard = xp.sqrt(xp.minimum(scale_p, scale_q)) * 0.0
+    # The rounding error is 0 unless both scales are nonzero; dividing it by a zero scale
+    # replaced with 1 avoids a 0/0 and changes nothing else.
+    excess = difference / scale_q + rounding / (scale_q + mask(scale_q == 0, dtype, xp))
+    inverse_excess = (-difference) / scale_p + (-rounding) / (
+        scale_p + mask(scale_p == 0, dtype, xp)
+    )
+    del difference, rounding
+    z = close * excess + (1 - close) * inverse_excess + guard
+    del inverse_excess, guard
+    log1p_z = xp.log1p(z)
+    far = mask(log1p_z > _FAR, dtype, xp)
 
-    # Values are clipped to where they are used, so that they are finite where they are not.
-    excess = xp.clip(difference / scale_q, -0.7, 2.0)
-    del difference
-    near_ratio = xp.clip(log_ratio, -1.0, 1.0)  # the tie at ±1 is outside the near region
-    m = 2.0 * half_expm1mx_series(near_ratio, xp)
-    residual = (excess - near_ratio) - m  # e - expm1(r): exact subtraction first (Sterbenz)
-    near = mask(xp.abs(log_ratio) <= 0.5, dtype, xp)
-    value = near * ((0.5 * excess) * excess + (m + residual * (excess / (1.0 + excess))))
-    correctable = mask(xp.abs(log_ratio) <= 1.0, dtype, xp)
-    corrected = log_ratio + correctable * (residual / (1.0 + excess))
-    del excess, near_ratio, m, residual, correctable
+    # Series and Newton step, from values clipped to where they are used (finite elsewhere).
+    clipped = xp.clip(log1p_z, -_FAR, _FAR)
+    half = 0.5 * clipped
+    m_half = 2.0 * half_expm1mx_series(half, xp)  # expm1mx(L/2)
+    expm1_half = half + m_half
+    m = 2.0 * m_half + expm1_half * expm1_half  # expm1mx(L)
+    del half, m_half, expm1_half
+    z_near = xp.clip(z, -0.9, 7.0)
+    del z
+    difference_near = z_near - clipped  # exact
+    delta = (difference_near - m) / (1.0 + z_near)
+    del m
+    near = close * (1 - far)
+    excess_near = xp.clip(excess, -0.9, 7.0)  # = z_near where near
+    del excess
+    value = near * ((0.5 * excess_near) * excess_near + (difference_near - delta))
+    del excess_near, difference_near
 
-    far = mask(log_ratio > _FAR, dtype, xp)
-    middle = 1 - near - far
-    value = value + middle * half_expm1mx(2.0 * xp.clip(corrected, None, 2 * _FAR), xp)
     ratio = scale_p / scale_q
     largest = float(xp.finfo(dtype).max)
-    # log_ratio is capped so that the far value is finite where unused (scale_p = 0) and
-    # inf - inf cannot arise where it is used (scale_q = 0).
-    capped = xp.clip(log_ratio, -largest, largest)
-    return value + far * ((0.5 * ratio) * ratio - (0.5 + capped))
+    # r is capped above so that inf - inf cannot arise when scale_q = 0 (ratio = inf).
+    log_ratio = xp.clip((2.0 * close - 1.0) * (log1p_z + (1 - far) * delta), None, largest)
+    return value + (1 - near) * ((0.5 * ratio) * ratio - (0.5 + log_ratio))
+
+
+def _log(scale: Any, xp: Any) -> Any:
+    """``log(scale)`` to about one ulp on every backend, via ``log1p`` of a non-negative
+    argument that is exact or rounded once: ``s - 1`` for ``s >= 1``, and
+    ``-log1p((1 - s)/s)`` for ``s < 1`` (``1 - s`` is exact near 1).  NumPy's float32
+    ``log`` is 2.75 ulp off near 1, and JAX's ``log1p`` up to 122 ulp for negative
+    arguments."""
+    at_least_one = mask(scale >= 1, scale.dtype, xp)
+    argument = at_least_one * (scale - 1.0) + (1 - at_least_one) * ((1.0 - scale) / scale)
+    return (2.0 * at_least_one - 1.0) * xp.log1p(argument)
 
 
 def _log_scale_ratio(p: Normal, q: Normal, xp: Any) -> Any:
     """``log(scale_p / scale_q)`` when at least one is given by its log."""
-    log_p = p.log_scale if p.log_scale is not None else xp.log(p.scale)
-    log_q = q.log_scale if q.log_scale is not None else xp.log(q.scale)
+    log_p = p.log_scale if p.log_scale is not None else _log(p.scale, xp)
+    log_q = q.log_scale if q.log_scale is not None else _log(q.scale, xp)
     return log_p - log_q
 
 
 def _location_term(p: Normal, q: Normal, xp: Any) -> Any:
-    """``((loc_p - loc_q) / scale_q)**2 / 2``."""
+    """``((loc_p - loc_q) / scale_q)**2 / 2``, with no overflow before the result's own."""
     if q.scale is not None:
         half_gap = (0.5 * p.loc - 0.5 * q.loc) / q.scale
         return (2.0 * half_gap) * half_gap
     difference = p.loc - q.loc
-    # exp(-2 log_t) is capped at the largest float so that a zero difference gives 0, not NaN.
-    largest_exponent = math.log(float(xp.finfo(difference.dtype).max))
-    inverse_variance = xp.exp(xp.clip(-2.0 * q.log_scale, None, largest_exponent))
-    return (0.5 * difference) * (difference * inverse_variance)
+    dtype = difference.dtype
+    # Where exp(-2 log_t) is a normal float (|log_t| <= limit): (d/2) * (d * exp(-2 log_t)),
+    # three roundings.  Beyond: (d/2 * exp(-log_t)) * (d * exp(-log_t)), one more rounding
+    # but no intermediate overflow or underflow.  Each form gets a zero difference where it is
+    # not selected, and exponents capped below the overflow threshold, so both stay finite.
+    # exp of the cap is the largest float (to within the backend's exp); a log-scale beyond it
+    # is a scale that is not representable, and a nonzero difference there gives the capped
+    # (too small) value only if d * exp(-log_t) is itself below about 1e19.
+    largest_exponent = math.log(float(xp.finfo(dtype).max)) * (1 - 2 * float(xp.finfo(dtype).eps))
+    limit = 0.45 * largest_exponent
+    outside = mask(xp.abs(q.log_scale) > limit, dtype, xp)
+    inside_difference = (1 - outside) * difference
+    outside_difference = outside * difference
+    inverse_variance = xp.exp(xp.clip(-2.0 * q.log_scale, -largest_exponent, largest_exponent))
+    inverse_scale = xp.exp(xp.clip(-q.log_scale, None, largest_exponent))
+    scaled = outside_difference * inverse_scale
+    return (0.5 * inside_difference) * (inside_difference * inverse_variance) + (
+        0.5 * scaled
+    ) * scaled
 
 
 @register_kl(Normal, Normal)
