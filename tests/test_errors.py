@@ -76,7 +76,7 @@ def test_unregistered_pair_named():
 def test_validate_raises_on_invalid_values(backend, xp):
     bad_scale = backend.asarray(np.array([1.0, -1.0]), xp.float64)
     kb.Normal(0.0, bad_scale)  # no check by default: no device sync
-    with pytest.raises(ValueError, match="scale must be > 0"):
+    with pytest.raises(ValueError, match="scale must be finite and > 0"):
         kb.Normal(0.0, bad_scale, validate=True)
     with pytest.raises(ValueError, match="loc contains NaN"):
         kb.Normal(backend.asarray(np.array([np.nan]), xp.float64), 1.0, validate=True)

@@ -140,6 +140,28 @@ def test_invalid_scale_gives_nan_by_default(backend, dtype):
     assert np.all(np.isnan(got)), got
 
 
+@pytest.mark.parametrize("parameterization", ["scale-scale", "scale-log", "log-scale"])
+def test_infinite_scale_is_outside_the_domain(backend, dtype, parameterization):
+    """A Normal needs a finite scale: an infinite one gives NaN (validate=True raises)."""
+    p_by_log, q_by_log = PARAMETERIZATIONS[parameterization]
+    p_param, q_param = {
+        "scale-scale": ([np.inf, 1.0], [1.0, np.inf]),
+        "scale-log": ([np.inf, np.inf], [0.0, 5.0]),
+        "log-scale": ([0.0, 5.0], [np.inf, np.inf]),
+    }[parameterization]
+    p = normal(backend, dtype, np.zeros(2), np.array(p_param), p_by_log)
+    q = normal(backend, dtype, np.zeros(2), np.array(q_param), q_by_log)
+    assert np.all(np.isnan(backend.to_numpy(kb.kl_divergence(p, q))))
+    with pytest.raises(ValueError, match="finite and > 0"):
+        kb.Normal(0.0, backend.asarray(np.array([np.inf]), dtype), validate=True)
+
+
+def test_infinite_log_scale_gives_inf(backend, dtype):
+    p = normal(backend, dtype, np.zeros(2), np.array([np.inf, 0.0]), True)
+    q = normal(backend, dtype, np.zeros(2), np.array([0.0, -np.inf]), True)
+    np.testing.assert_array_equal(backend.to_numpy(kb.kl_divergence(p, q)), [np.inf, np.inf])
+
+
 def test_zero_scale_gives_inf(backend, dtype):
     """The limit KL -> inf as one scale -> 0 (the 0/0 of equal locations and a zero scale
     of q is NaN)."""

@@ -89,15 +89,16 @@ class Normal(Distribution):
     loc : array or float
         Mean.
     scale : array or float, optional
-        Standard deviation, ``> 0``.
+        Standard deviation, finite and ``> 0``.
     log_scale : array or float, keyword-only, optional
         Natural logarithm of the standard deviation, what VAE encoders output.  Exactly one
         of ``scale`` and ``log_scale`` must be given.  KLs computed from ``log_scale`` use
         it directly (``log(scale_p/scale_q)`` becomes a difference of log-scales), so no
         precision is lost by exponentiating first.
     validate : bool, keyword-only
-        If True, check the values now (``scale > 0``, no NaN) and raise ``ValueError``.
-        This synchronizes with the device; by default invalid values give NaN instead.
+        If True, check the values now (``scale`` finite and ``> 0``, no NaN) and raise
+        ``ValueError``.  This synchronizes with the device; by default values outside the
+        domain (a negative or infinite scale) give NaN instead.
 
     Notes
     -----
@@ -141,7 +142,10 @@ class Normal(Distribution):
         if bool(xp.any(xp.isnan(loc))):
             raise ValueError("Normal: loc contains NaN")
         if self.scale is not None:
-            if not bool(xp.all(resolved.asarray(self.scale) > 0)):
-                raise ValueError("Normal: scale must be > 0 (found a value <= 0 or NaN)")
+            scale = resolved.asarray(self.scale)
+            if not bool(xp.all((scale > 0) & xp.isfinite(scale))):
+                raise ValueError(
+                    "Normal: scale must be finite and > 0 (found a value <= 0, inf or NaN)"
+                )
         elif bool(xp.any(xp.isnan(resolved.asarray(self.log_scale)))):
             raise ValueError("Normal: log_scale contains NaN")

@@ -15,27 +15,23 @@ with ``r = log(s/t)``, ``d = (a - b)/t`` and ``expm1mx(x) = e**x - 1 - x``.  Bot
 the usual implementations return negative values.
 
 To first order the relative error of the result is twice that of ``r`` and of ``d``, so
-both are computed to about one unit of roundoff:
+both are computed to about one unit of roundoff, whatever the backend's ``log1p``, ``log``
+and ``expm1`` do (some are several ulp off; none is relied on for small arguments):
 
-* ``scale`` vs ``scale``: ``r = sign * log1p(|s - t| / min(s, t))`` with
-  ``sign = copysign(1, s - t)``.  ``s - t`` is exact when the scales are close (Sterbenz),
-  the argument of ``log1p`` is ``>= 0`` so ``1 + y`` never cancels, and the expression is
-  smooth at ``s = t`` (the sign is constant there), so the Hessian is right.  For
-  ``r > 2`` the variance term is ``(s/t)**2/2 - 1/2 - r`` instead: going through
-  ``exp(2r)`` would multiply the rounding of ``r`` by ``2r``.
+* ``scale`` vs ``scale``: see :func:`_variance_term_from_scales` (TwoSum of ``s - t``, one
+  ``log1p`` of a selected argument, a Newton step from one series evaluation, and the forms
+  ``e**2/2 + (e - log1p e)`` for ``-log 2 <= r <= 2`` and ``(s/t)**2/2 - 1/2 - r`` beyond).
 * ``log_scale`` vs ``log_scale``: ``r = log_s - log_t``, exact when close.  When the
   log-scales differ a lot their difference is rounded, and ``e**(2r)`` amplifies that
   rounding by ``2|r|``: the problem itself is that ill-conditioned in the log-scales.
-* mixed: ``r = log(s) - log_t`` (or ``log_s - log(t)``).  The rounding of ``log(s)`` is
-  amplified by ``2|log s| / |r|`` when the distributions are close (see the accuracy notes
-  in the documentation).
-* ``d**2/2``: with a scale, ``(2 * (d/2)) * (d/2)`` with ``d/2 = (a/2 - b/2) / t`` (halving
-  first, ``a - b`` cannot overflow when the result does not); with a log-scale,
-  ``((a - b)/2) * ((a - b) * exp(-2 log_t))``, three roundings instead of the five of
-  squaring a ``d`` that already carries the rounding of ``exp``.
+* mixed: ``r = log(s) - log_t`` (or ``log_s - log(t)``) with :func:`_log`.  The rounding
+  of ``log(s)`` is amplified by about ``2|log s| / |r|`` near equality: the known gap of
+  mixed parameterizations (a double-word ``exp`` or ``log`` would remove it).
+* ``d**2/2``: see :func:`_location_term`.
 
-Special values: NaN in, NaN out; a negative scale gives NaN; a zero scale gives ``+inf``
-(except for the 0/0 of equal locations and ``scale_q = 0``, which is NaN).
+Special values: NaN in, NaN out; a negative or infinite scale (outside the domain) gives
+NaN; a zero scale gives ``+inf`` (two zero scales, or equal locations with ``scale_q = 0``,
+are NaN); ``log_scale = +inf`` gives ``+inf``.
 """
 
 from __future__ import annotations
