@@ -49,6 +49,19 @@ def mask(condition: Any, dtype: Any, xp: Any) -> Any:
     return xp.astype(condition, dtype)
 
 
+def bounded_quotient(numerator: Any, denominator: Any, low: Any, high: Any, xp: Any) -> Any:
+    """``numerator / denominator`` clipped to ``[low, high]``, for a quotient used several times.
+
+    XLA on CPU does not fuse a division whose result has several uses: it writes the quotient
+    to memory, and a kernel with a few such quotients runs as a dozen passes instead of one
+    (measured 3x slower under ``jax.jit`` for the Normal KL).  It fuses a ``clip`` of the
+    quotient freely.  Callers pass bounds that hold wherever the quotient is used (an infinite
+    quotient may become the largest float where it is only squared), so the clip changes no
+    value that reaches the result; elsewhere it costs one cheap operation.
+    """
+    return xp.clip(numerator / denominator, low, high)
+
+
 def half_expm1mx_series(clipped: Any, xp: Any) -> Any:
     """``(e**x - 1 - x) / 2`` for ``|x| <= 1``, from ``clipped = clip(x, -2, 2)``.
 

@@ -33,10 +33,8 @@ Special values: NaN in, NaN out; a negative or infinite scale (outside the domai
 NaN; a zero scale gives ``+inf`` (two zero scales, or equal locations with ``scale_q = 0``,
 are NaN); ``log_scale = +inf`` gives ``+inf``.
 
-Reused quotients: XLA on CPU does not fuse a division whose result has several uses; it
-writes the quotient to memory, and the kernel then runs as a dozen passes instead of one
-(measured 3x slower under ``jax.jit``).  Each such quotient is passed through a ``clip``
-that changes no value, which XLA fuses freely.
+Quotients used more than once go through :func:`~kullback.special.bounded_quotient`, so that
+XLA fuses the kernel into one pass.
 """
 
 from __future__ import annotations
@@ -46,7 +44,7 @@ from typing import Any
 
 from .._registry import register_kl
 from ..distributions import Normal
-from ..special import half_expm1mx, half_expm1mx_series, mask
+from ..special import bounded_quotient, half_expm1mx, half_expm1mx_series, mask
 
 __all__: list[str] = []
 
@@ -102,8 +100,8 @@ def _variance_term_from_scales(scale_p: Any, scale_q: Any, xp: Any) -> Any:
     z_near = xp.clip(z, -0.9, 7.0)
     del z
     difference_near = z_near - clipped  # exact
-    # |delta| is about one ulp of L: the clip changes no value (see "Reused quotients").
-    delta = xp.clip((difference_near - m) / (1.0 + z_near), -1.0, 1.0)
+    # Where delta is used (near, or r >= -2 on the far side) it is about one ulp of L.
+    delta = bounded_quotient(difference_near - m, 1.0 + z_near, -1.0, 1.0, xp)
     del m
     near = close * (1 - far)
     excess_near = xp.clip(excess, -0.9, 7.0)  # = z_near where near
@@ -112,8 +110,7 @@ def _variance_term_from_scales(scale_p: Any, scale_q: Any, xp: Any) -> Any:
     del excess_near, difference_near
 
     largest = float(xp.finfo(dtype).max)
-    # inf (scale_q = 0) still squares to inf (see "Reused quotients").
-    ratio = xp.clip(scale_p / scale_q, None, largest)
+    ratio = bounded_quotient(scale_p, scale_q, None, largest, xp)  # inf still squares to inf
     # r is capped above so that inf - inf cannot arise when scale_q = 0 (ratio = inf).
     log_ratio = xp.clip((2.0 * close - 1.0) * (log1p_z + (1 - far) * delta), None, largest)
     return value + (1 - near) * ((0.5 * ratio) * ratio - (0.5 + log_ratio))
@@ -141,8 +138,8 @@ def _location_term(p: Normal, q: Normal, xp: Any) -> Any:
     """``((loc_p - loc_q) / scale_q)**2 / 2``, with no overflow before the result's own."""
     if q.scale is not None:
         largest = float(xp.finfo(q.scale.dtype).max)
-        # ±inf (scale_q = 0) still squares to inf (see "Reused quotients").
-        half_gap = xp.clip((0.5 * p.loc - 0.5 * q.loc) / q.scale, -largest, largest)
+        # ±inf (scale_q = 0) still squares to inf
+        half_gap = bounded_quotient(0.5 * p.loc - 0.5 * q.loc, q.scale, -largest, largest, xp)
         return (2.0 * half_gap) * half_gap
     difference = p.loc - q.loc
     dtype = difference.dtype
