@@ -1,7 +1,8 @@
 """Gradients and Hessians through torch.autograd and jax.grad (skipped on other backends).
 
 Every `where` in the library evaluates both branches, so gradients are checked exactly at
-p == q, at the branch boundaries of expm1mx (x = ±1) and next to them.
+p == q, at the branch boundaries of expm1mx (x = ±1) and of the scale-vs-scale kernel, and
+next to them.
 """
 
 from __future__ import annotations
@@ -129,6 +130,41 @@ def test_hessian_at_equality_is_fisher(autodiff, dtype, by_log):
     h = hessian(autodiff, kl, theta)
     fisher = np.diag([1 / scale**2, 2.0 if by_log else 2 / scale**2])
     np.testing.assert_allclose(h, fisher, rtol=8 * float(np.finfo(name).eps), atol=0)
+
+
+def test_scale_gradient_at_branch_edges(autodiff, dtype):
+    """The scale-vs-scale kernel switches form at s/t = 1/4, 1/2, 2 and 4 (and where s/t
+    underflows): gradients on both sides of each switch, and at it, match the analytic ones."""
+    name = dtype_name(dtype)
+    dt = np.dtype(name).type
+    t = dt(1.5)
+    scale_p = []
+    for ratio in (0.25, 0.5, 2.0, 4.0):
+        edge = dt(ratio) * t
+        scale_p += [np.nextafter(edge, dt(0)), edge, np.nextafter(edge, dt(np.inf))]
+    info = np.finfo(name)
+    tiny_ratio = 2.0 ** (4 - info.maxexp)  # where the ratio is rescaled before its log
+    scale_p += [dt(tiny_ratio * 1.5 * 0.5), dt(tiny_ratio * 1.5 * 2.0), dt(1e-3)]
+    scale_p = np.array(scale_p, dtype=name)
+    scale_q = np.full(len(scale_p), t, dtype=name)
+    loc_p = np.linspace(-1.0, 1.0, len(scale_p)).astype(name)
+    loc_q = np.zeros(len(scale_p), dtype=name)
+    args = (loc_p, scale_p, loc_q, scale_q)
+
+    def kl(a, s, b, q):
+        return kb.kl_divergence(kb.Normal(a, s), kb.Normal(b, q))
+
+    grads = gradient(autodiff, kl, *args)
+    exact = np.array(
+        [
+            [float(g) for g in exact_gradient_scale(*(float(v[i]) for v in args))]
+            for i in range(len(scale_p))
+        ]
+    ).T
+    eps = float(np.finfo(name).eps)
+    for got, want in zip(grads, exact, strict=True):
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, want, rtol=16 * eps, atol=0)
 
 
 def test_expm1mx_gradient_at_branch_edges(autodiff, dtype):

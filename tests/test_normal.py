@@ -120,6 +120,32 @@ def test_no_spurious_overflow(backend, dtype):
     assert np.all(errors[[0, 2, 3]] <= 4 + 2 * abs(float(log_p[0])))
 
 
+def test_scale_ratio_beyond_the_float_range(backend, dtype):
+    """s/t below the smallest normal float (its log and the KL are moderate): no inf, no
+    lost bits.  And s/t beyond the largest float, where the KL itself overflows."""
+    name = dtype_name(dtype)
+    info = np.finfo(name)
+    smallest_normal, largest = float(info.tiny), float(info.max)
+    scale_p = np.array(
+        [1.5 * smallest_normal, 2.0 ** (info.minexp // 2), 1e-3 * largest**0.25, 3.0, 1.0],
+        dtype=name,
+    )
+    scale_q = np.array(
+        [0.5 * largest, 2.0 ** (info.maxexp // 2), 7.0 * largest**0.5, 1e-6, smallest_normal],
+        dtype=name,
+    )
+    loc = np.zeros(len(scale_p), dtype=name)
+    got = backend.to_numpy(
+        kb.kl_divergence(
+            normal(backend, dtype, loc, scale_p, False), normal(backend, dtype, loc, scale_q, False)
+        )
+    )
+    exact = [kl_normal(0.0, 0.0, float(a), float(b)) for a, b in zip(scale_p, scale_q, strict=True)]
+    errors = ulp_errors(got, exact, np.dtype(name).type)
+    assert np.all(errors <= 4), (errors, got)
+    assert got[-1] == np.inf  # (s/t)**2/2 > max
+
+
 @pytest.mark.parametrize("parameterization", list(PARAMETERIZATIONS))
 def test_nan_in_nan_out(backend, dtype, parameterization):
     p_by_log, q_by_log = PARAMETERIZATIONS[parameterization]

@@ -10,7 +10,7 @@ For each region of ``rho = scale_p / scale_q`` it prints the largest error in ul
 99.99th percentile, and the ratio where the largest error occurs.  Equal locations isolate
 the variance term; ``--log-scale`` sweeps the ``log_scale`` parameterization instead.
 
-Usage: ``python tools/dense_sweep_normal.py [--size N] [--seed S] [--log-scale]``.
+Usage: ``python tools/dense_sweep_normal.py [--size N] [--seed S] [--log-scale]``.\nFigures for the current kernel are in ``docs/numerics.rst``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import numpy as np
 import kullback as kb
 from kullback.special import expm1mx
 
-# (name, lower, upper) bounds of log(rho), sampled uniformly
+# (name, lower, upper) bounds of log(rho), sampled uniformly, with log(scale_q) uniform in
+# [-20, 20].  The kernel switches form at rho = 1/4, 1/2, 2 and 4.
 REGIONS = (
     ("near: rho in [1/2, 2]", -math.log(2), math.log(2)),
     ("rho in [2, 8]", math.log(2), math.log(8)),
@@ -33,6 +34,19 @@ REGIONS = (
     ("rho in [1e4, 1e17]", 9.0, 40.0),
     ("rho in [1e-17, 1e-4]", -40.0, -9.0),
 )
+# Scales sampled independently, log(scale_p) in [-87, 0] and log(scale_q) in [0, 88]: rho
+# goes far below the smallest normal float, where the ratio itself underflows although the
+# KL (about -log rho) does not.
+EXTREME = "s tiny, t huge"
+
+
+def scales(name: str, lower: float, upper: float, rng, size: int):
+    """float32 (scale_p, scale_q) for one region."""
+    if name == EXTREME:
+        scale_p = np.exp(rng.uniform(-87.0, 0.0, size))
+        return scale_p.astype(np.float32), np.exp(rng.uniform(0.0, 88.0, size)).astype(np.float32)
+    scale_q = np.exp(rng.uniform(-20.0, 20.0, size)).astype(np.float32)
+    return (scale_q * np.exp(rng.uniform(lower, upper, size))).astype(np.float32), scale_q
 
 
 def reference(scale_p: np.ndarray, scale_q: np.ndarray) -> np.ndarray:
@@ -62,8 +76,10 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     print(f"float32, {args.size} samples per region, seed {args.seed}")
     print(f"{'region':24s} {'max ulp':>8s} {'p99.99':>8s}  {'rho at max':>11s}  allowed")
-    for name, lower, upper in REGIONS:
+    for name, lower, upper in (*REGIONS, (EXTREME, None, None)):
         if args.log_scale:
+            if name == EXTREME:
+                continue
             log_q = rng.uniform(-20.0, 20.0, args.size).astype(np.float32)
             log_p = (log_q + rng.uniform(lower, upper, args.size)).astype(np.float32)
             p = kb.Normal(np.float32(0), log_scale=log_p)
@@ -71,8 +87,7 @@ def main() -> None:
             ratio = log_p.astype(np.float64) - log_q.astype(np.float64)
             exact = 0.5 * np.asarray(expm1mx(2.0 * ratio))
         else:
-            scale_q = np.exp(rng.uniform(-20.0, 20.0, args.size)).astype(np.float32)
-            scale_p = (scale_q * np.exp(rng.uniform(lower, upper, args.size))).astype(np.float32)
+            scale_p, scale_q = scales(name, lower, upper, rng, args.size)
             p = kb.Normal(np.float32(0), scale_p)
             q = kb.Normal(np.float32(0), scale_q)
             exact = reference(scale_p, scale_q)

@@ -18,9 +18,10 @@ To first order the relative error of the result is twice that of ``r`` and of ``
 both are computed to about one unit of roundoff, whatever the backend's ``log1p``, ``log``
 and ``expm1`` do (some are several ulp off; none is relied on for small arguments):
 
-* ``scale`` vs ``scale``: see :func:`_variance_term_from_scales` (TwoSum of ``s - t``, one
-  ``log1p`` of a selected argument, a Newton step from one series evaluation, and the forms
-  ``e**2/2 + (e - log1p e)`` for ``-log 2 <= r <= 2`` and ``(s/t)**2/2 - 1/2 - r`` beyond).
+* ``scale`` vs ``scale``: see :func:`_variance_term_from_scales`.  For scales within a
+  factor 4 the variance term comes from the exact ``s - t`` (or ``s - 2t``) through a short
+  polynomial in ``u = (s - t)/(s + t)``, with no transcendental function; beyond, from
+  ``s/t`` and one ``log``.  This case does not go through ``r``.
 * ``log_scale`` vs ``log_scale``: ``r = log_s - log_t``, exact when close.  When the
   log-scales differ a lot their difference is rounded, and ``e**(2r)`` amplifies that
   rounding by ``2|r|``: the problem itself is that ill-conditioned in the log-scales.
@@ -44,76 +45,92 @@ from typing import Any
 
 from .._registry import register_kl
 from ..distributions import Normal
-from ..special import bounded_quotient, half_expm1mx, half_expm1mx_series, mask
+from ..special import bounded_quotient, half_expm1mx, mask
 
 __all__: list[str] = []
 
-# Beyond this |log-ratio| the variance term of two scales is computed from their ratio.
-_FAR = 2.0
+# Q(w) = (atanh(sqrt w)/sqrt w - 1)/(2w) on [0, 1/9]: Chebyshev fits of the lowest degree
+# whose whole evaluation of the near form stays within a fraction of a unit of roundoff of that
+# with an exact Q (tools/fit_atanh_series.py makes and checks them).
+_Q_FLOAT32 = (
+    0.16666660084174809, 0.10001890161227801, 0.0705915495132762, 0.06712874505709288,
+)  # fmt: skip
+_Q_FLOAT64 = (
+    0.16666666666666666, 0.10000000000003646, 0.0714285714177719, 0.05555555679356966,
+    0.045454473590332146, 0.03846392516239656, 0.03328536052413734, 0.03000268202397678,
+    0.022001846215361685, 0.04041011402985883,
+)  # fmt: skip
+# The variance term at scale ratios of 2 and 1/2: 3/2 - log 2 and log 2 - 3/8.
+_AT_TWO = 1.5 - math.log(2.0)
+_AT_HALF = math.log(2.0) - 0.375
 
 
 def _variance_term_from_scales(scale_p: Any, scale_q: Any, xp: Any) -> Any:
-    """``(s**2/t**2 - 1)/2 - log(s/t)`` from two scales ``s``, ``t``.
+    r"""``V = (s**2/t**2 - 1)/2 - log(s/t)`` from two scales ``s``, ``t``.
 
-    * ``s - t`` is split into its rounded value and its exact rounding error (TwoSum), so
-      ``e = (s - t)/t`` and ``y = (t - s)/s`` carry one rounding each whatever the ratio.
-    * One ``log1p``, of ``z = e`` where ``s >= t/2`` and of ``z = y`` elsewhere (never of an
-      argument near -1): ``L = log1p(z)`` and ``r = log(s/t) = ±L``.
-    * For ``L <= 2``, the series at ``L/2`` and the doubling identity
-      ``expm1mx(2w) = 2 expm1mx(w) + expm1(w)**2`` give ``m = expm1mx(L)``, and the Newton
-      step ``delta = ((z - L) - m) / (1 + z)`` corrects ``L``: the accuracy of the
-      backend's ``log1p`` no longer matters (``z - L`` is exact, Sterbenz).
-    * ``-log 2 <= r <= 2``: ``e**2/2 + (e - log1p(e))``, the second term as
-      ``(e - L) - delta``: two non-negative terms, all from the one rounded ``e``.
-    * elsewhere ``(s/t)**2/2 - 1/2 - r``: at most a factor 1.1 of cancellation for
-      ``r > 2``, a sum of non-negative terms for ``r < -log 2``.  Going through ``exp(2r)``
-      instead would multiply the rounding of ``r`` by ``2|r|``.
+    * Scales within a factor 2 (``1/2 <= s/t <= 2``): ``s - t`` is exact (Sterbenz), and
+      with ``e = (s - t)/t`` and ``u = e/(2 + e)``, so that ``log(1 + e) = 2 atanh(u)``,
+
+      .. math:: V = e^2 G(u), \qquad G(u) = 1 - u\left(\tfrac12 + (1-u)^2 Q(u^2)\right),
+
+      with the polynomial ``Q`` of ``_Q_FLOAT32``/``_Q_FLOAT64`` (``0.82 <= G <= 1.27``): no
+      cancellation and no transcendental function, so no backend ``log`` or ``log1p``
+      error enters (some are 2.5 ulp off near 1).
+    * ``2 <= s/t <= 4``: the same at ``t' = 2t`` (exact), with ``e = (s - 2t)/(2t)``:
+      ``V = e**2 G(u) + (3/2 - log 2) + e (3 + 3e/2)``, a sum of non-negative terms
+      (``V(2 rho') = V(rho') + 3 rho'**2/2 - log 2``).
+    * elsewhere ``rho = s/t`` and ``V = (rho/2) rho - (1/2 + log rho)``: a sum of
+      non-negative terms for ``rho < 1/2``, at most a factor 1.3 of cancellation for
+      ``rho > 4``; ``log rho`` enters at most ``1.5`` times (at ``rho = 1/4``).
+
+    The branch is selected by arithmetic on 0/1 masks; every branch is evaluated on bounded
+    values (``e <= 2``, ``rho <= finfo.max``), so it is finite where it is not selected.
     """
     dtype = scale_p.dtype
-    difference = scale_p - scale_q
-    # TwoSum: the exact rounding error of scale_p - scale_q (0 when the scales are close)
-    virtual = difference - scale_p
-    rounding = (scale_p - (difference - virtual)) + (-scale_q - virtual)
-    del virtual
-    close = mask(scale_p + scale_p >= scale_q, dtype, xp)  # e >= -1/2
-    # sqrt(smaller scale) * 0 turns a negative scale into NaN, and is 0 otherwise.
-    guard = xp.sqrt(xp.minimum(scale_p, scale_q)) * 0.0
-    # The rounding error is 0 unless both scales are nonzero; dividing it by a zero scale
-    # replaced with 1 avoids a 0/0 and changes nothing else.
-    excess = difference / scale_q + rounding / (scale_q + mask(scale_q == 0, dtype, xp))
-    inverse_excess = (-difference) / scale_p + (-rounding) / (
-        scale_p + mask(scale_p == 0, dtype, xp)
-    )
-    del difference, rounding
-    z = close * excess + (1 - close) * inverse_excess + guard
-    del inverse_excess, guard
-    log1p_z = xp.log1p(z)
-    far = mask(log1p_z > _FAR, dtype, xp)
-
-    # Series and Newton step, from values clipped to where they are used (finite elsewhere).
-    clipped = xp.clip(log1p_z, -_FAR, _FAR)
-    half = 0.5 * clipped
-    m_half = 2.0 * half_expm1mx_series(half, xp)  # expm1mx(L/2)
-    expm1_half = half + m_half
-    m = 2.0 * m_half + expm1_half * expm1_half  # expm1mx(L)
-    del half, m_half, expm1_half
-    z_near = xp.clip(z, -0.9, 7.0)
-    del z
-    difference_near = z_near - clipped  # exact
-    # Where delta is used (near, or r >= -2 on the far side) it is about one ulp of L.
-    delta = bounded_quotient(difference_near - m, 1.0 + z_near, -1.0, 1.0, xp)
-    del m
-    near = close * (1 - far)
-    excess_near = xp.clip(excess, -0.9, 7.0)  # = z_near where near
-    del excess
-    value = near * ((0.5 * excess_near) * excess_near + (difference_near - delta))
-    del excess_near, difference_near
-
-    largest = float(xp.finfo(dtype).max)
-    ratio = bounded_quotient(scale_p, scale_q, None, largest, xp)  # inf still squares to inf
-    # r is capped above so that inf - inf cannot arise when scale_q = 0 (ratio = inf).
-    log_ratio = xp.clip((2.0 * close - 1.0) * (log1p_z + (1 - far) * delta), None, largest)
-    return value + (1 - near) * ((0.5 * ratio) * ratio - (0.5 + log_ratio))
+    doubled = mask(scale_p >= scale_q + scale_q, dtype, xp)  # s/t >= 2: expand about 2
+    halved = mask(scale_p + scale_p < scale_q, dtype, xp)  # s/t < 1/2: expand about 1/2
+    shift = doubled - 0.5 * halved  # rho0 - 1, for rho0 = 2, 1, 1/2
+    base = scale_q + shift * scale_q  # rho0 * t, exact
+    # -1/2 <= e <= 1 wherever the series is used; the bounds keep e finite for scale_q = 0
+    # (and -1 is the least value of s/t' - 1 for valid scales).
+    excess = bounded_quotient(scale_p - base, base, -1.0, 2.0, xp)
+    u = bounded_quotient(excess, 2.0 + excess, -1.0, 1.0, xp)  # |u| <= 1 for valid scales
+    w = u * u
+    coefficients = _Q_FLOAT64 if dtype == xp.float64 else _Q_FLOAT32
+    q = coefficients[-1] * w + coefficients[-2]
+    for c in coefficients[-3::-1]:
+        q = q * w + c
+    one_minus_u = 1.0 - u
+    g = 1.0 - u * (0.5 + (one_minus_u * one_minus_u) * q)
+    # V(rho0 rho') = V(rho') + V(rho0) + k e (1 + e/2), k = rho0**2 - 1 = shift (2 + shift)
+    half_k = shift * (1.0 + 0.5 * shift)
+    at_base = doubled * _AT_TWO + halved * _AT_HALF  # V(rho0), exactly rounded
+    series = excess * (excess * (g + half_k) + (half_k + half_k)) + at_base
+    finfo = xp.finfo(dtype)
+    largest = float(finfo.max)
+    # inf still squares to inf; a negative ratio (invalid scales) stays negative
+    ratio = bounded_quotient(scale_p, scale_q, -largest, largest, xp)
+    # Below 2**(4 - maxexp) s/t would lose bits to underflow (or be flushed to 0), although
+    # its log, and the KL, are of moderate size.  There log(s/t) = log((s a)/(t/b)) - log(ab)
+    # with a = 2**(maxexp - 5) and b = 2**5: exact scalings (s < 16 there, so s a is finite;
+    # t/b is normal unless s is subnormal) that bring the ratio of any two normal floats into
+    # the normal range, and keep t/b large enough for JAX's quotient rule (which squares it).
+    # The bound of the quotient keeps log finite for scale_q = 0, where (s/t)**2 is inf.
+    max_exponent = math.frexp(largest)[1]
+    tiny = mask(ratio < 2.0 ** (4 - max_exponent), dtype, xp)
+    boost = 1.0 + tiny * (2.0 ** (max_exponent - 5) - 1.0)  # 1 or a, exactly
+    shrink = 1.0 + tiny * 31.0  # 1 or b
+    boosted = bounded_quotient(scale_p * boost, scale_q / shrink, -largest, largest, xp)
+    log_ratio = xp.log(boosted) - tiny * (max_exponent * math.log(2))
+    far = (0.5 * ratio) * ratio - (0.5 + log_ratio)
+    # |u| <= 1/3 selects the series: 1/4 <= s/t < 1/2 with t' = t/2, 1/2 < s/t < 2 with t' = t,
+    # 2 <= s/t <= 4 with t' = 2t.  At s/t = 1/2 (t' = t) the computed w exceeds 1/9, hence
+    # everywhere below: the series never sees an inexact s - t'.
+    near = mask(w <= 1 / 9, dtype, xp)
+    # 0 inside the domain, NaN for scale_q < 0 (0/0) or scale_p = inf (0 * inf), where the
+    # branches are finite.  A negative scale_p gives |u| > 1 and log of a negative ratio.
+    domain = (0.0 * scale_p) / mask(scale_q >= 0, dtype, xp)
+    return near * series + (1 - near) * far + domain
 
 
 def _log(scale: Any, xp: Any) -> Any:
@@ -137,10 +154,9 @@ def _log_scale_ratio(p: Normal, q: Normal, xp: Any) -> Any:
 def _location_term(p: Normal, q: Normal, xp: Any) -> Any:
     """``((loc_p - loc_q) / scale_q)**2 / 2``, with no overflow before the result's own."""
     if q.scale is not None:
-        largest = float(xp.finfo(q.scale.dtype).max)
-        # ±inf (scale_q = 0) still squares to inf
-        half_gap = bounded_quotient(0.5 * p.loc - 0.5 * q.loc, q.scale, -largest, largest, xp)
-        return (2.0 * half_gap) * half_gap
+        # halves first, so that loc_p - loc_q cannot overflow; inf for scale_q = 0
+        half_gap = (0.5 * p.loc - 0.5 * q.loc) / q.scale
+        return 2.0 * (half_gap * half_gap)
     difference = p.loc - q.loc
     dtype = difference.dtype
     # Where exp(-2 log_t) is a normal float (|log_t| <= limit): (d/2) * (d * exp(-2 log_t)),
