@@ -106,22 +106,22 @@ def _variance_term_from_scales(scale_p: Any, scale_q: Any, xp: Any) -> Any:
     half_k = shift * (1.0 + 0.5 * shift)
     at_base = doubled * _AT_TWO + halved * _AT_HALF  # V(rho0), exactly rounded
     series = excess * (excess * (g + half_k) + (half_k + half_k)) + at_base
-    finfo = xp.finfo(dtype)
-    largest = float(finfo.max)
-    # inf still squares to inf; a negative ratio (invalid scales) stays negative
-    ratio = bounded_quotient(scale_p, scale_q, -largest, largest, xp)
+    largest = float(xp.finfo(dtype).max)
     # Below 2**(4 - maxexp) s/t would lose bits to underflow (or be flushed to 0), although
-    # its log, and the KL, are of moderate size.  There log(s/t) = log((s a)/(t/b)) - log(ab)
-    # with a = 2**(maxexp - 5) and b = 2**5: exact scalings (s < 16 there, so s a is finite;
-    # t/b is normal unless s is subnormal) that bring the ratio of any two normal floats into
-    # the normal range, and keep t/b large enough for JAX's quotient rule (which squares it).
-    # The bound of the quotient keeps log finite for scale_q = 0, where (s/t)**2 is inf.
+    # its log, and the KL, are of moderate size.  There the quotient is formed as
+    # (s a)/(t/b) = (s/t) a b, with a = 2**(maxexp - 5) and b = 2**5: exact scalings (s < 16
+    # there, so s a is finite; t/b is normal unless s is subnormal) that bring the ratio of
+    # any two normal floats into the normal range, and keep t/b large enough for JAX's
+    # quotient rule (which squares it).  Then log(s/t) = log(quotient) - log(ab), and the
+    # square (s/t)**2/2 < 2**-240 is dropped.  The bounds keep log finite for scale_q = 0,
+    # where the square is inf, and a negative quotient (invalid scales) negative.
     max_exponent = math.frexp(largest)[1]
-    tiny = mask(ratio < 2.0 ** (4 - max_exponent), dtype, xp)
+    tiny = mask(scale_p * 2.0 ** (max_exponent - 4) < scale_q, dtype, xp)
     boost = 1.0 + tiny * (2.0 ** (max_exponent - 5) - 1.0)  # 1 or a, exactly
-    shrink = 1.0 + tiny * 31.0  # 1 or b
-    boosted = bounded_quotient(scale_p * boost, scale_q / shrink, -largest, largest, xp)
-    log_ratio = xp.log(boosted) - tiny * (max_exponent * math.log(2))
+    shrink = 1.0 - tiny * (31.0 / 32.0)  # 1 or 1/b, exactly
+    quotient = bounded_quotient(scale_p * boost, scale_q * shrink, -largest, largest, xp)
+    ratio = (1.0 - tiny) * quotient  # s/t, or 0 where its square is negligible
+    log_ratio = xp.log(quotient) - tiny * (max_exponent * math.log(2))
     far = (0.5 * ratio) * ratio - (0.5 + log_ratio)
     # |u| <= 1/3 selects the series: 1/4 <= s/t < 1/2 with t' = t/2, 1/2 < s/t < 2 with t' = t,
     # 2 <= s/t <= 4 with t' = 2t.  At s/t = 1/2 (t' = t) the computed w exceeds 1/9, hence
