@@ -66,33 +66,51 @@ _AT_HALF = math.log(2.0) - 0.375
 
 
 def _variance_term_from_scales(scale_p: Any, scale_q: Any, xp: Any) -> Any:
-    r"""``V = (s**2/t**2 - 1)/2 - log(s/t)`` from two scales ``s``, ``t``.
+    r"""``V = (rho**2 - 1)/2 - log(rho)``, ``rho = s/t``, from two scales ``s``, ``t``.
 
-    * Scales within a factor 2 (``1/2 <= s/t <= 2``): ``s - t`` is exact (Sterbenz), and
-      with ``e = (s - t)/t`` and ``u = e/(2 + e)``, so that ``log(1 + e) = 2 atanh(u)``,
+    For ``1/4 <= rho <= 4`` the series of :func:`_near_equality_term`, which needs no
+    transcendental function; elsewhere :func:`_far_apart_term`, with one ``log``.  The two
+    are selected by 0/1 masks where ``|u| <= 1/3`` (``u`` from the series): at
+    ``rho = 1/2`` (``t' = t``) the computed ``u**2`` already exceeds ``1/9``, and rounding is
+    monotonic, so the series never sees an inexact ``s - t'``.  Both are evaluated on
+    bounded values, so each is finite where it is not selected, gradients included.
 
-      .. math:: V = e^2 G(u), \qquad G(u) = 1 - u\left(\tfrac12 + (1-u)^2 Q(u^2)\right),
+    Outside the domain: a negative ``scale_q`` (``0/0``) or an infinite ``scale_p``
+    (``0 * inf``) adds NaN; a negative ``scale_p`` gives ``|u| > 1`` and the ``log`` of a
+    negative ratio.
+    """
+    series, u_squared = _near_equality_term(scale_p, scale_q, xp)
+    near = mask(u_squared <= 1 / 9, scale_p.dtype, xp)
+    far = _far_apart_term(scale_p, scale_q, xp)
+    domain = (0.0 * scale_p) / mask(scale_q >= 0, scale_p.dtype, xp)
+    return near * series + (1 - near) * far + domain
 
-      with the polynomial ``Q`` of ``_Q_FLOAT32``/``_Q_FLOAT64`` (``0.82 <= G <= 1.27``): no
-      cancellation and no transcendental function, so no backend ``log`` or ``log1p``
-      error enters (some are 2.5 ulp off near 1).
-    * ``2 <= s/t <= 4``: the same at ``t' = 2t`` (exact), with ``e = (s - 2t)/(2t)``:
-      ``V = e**2 G(u) + (3/2 - log 2) + e (3 + 3e/2)``, a sum of non-negative terms
-      (``V(2 rho') = V(rho') + 3 rho'**2/2 - log 2``).
-    * elsewhere ``rho = s/t`` and ``V = (rho/2) rho - (1/2 + log rho)``: a sum of
-      non-negative terms for ``rho < 1/2``, at most a factor 1.3 of cancellation for
-      ``rho > 4``; ``log rho`` enters at most ``1.5`` times (at ``rho = 1/4``).
 
-    The branch is selected by arithmetic on 0/1 masks; every branch is evaluated on bounded
-    values (``e <= 2``, ``rho <= finfo.max``), so it is finite where it is not selected.
+def _near_equality_term(scale_p: Any, scale_q: Any, xp: Any) -> tuple[Any, Any]:
+    r"""The variance term for ``1/4 <= rho <= 4``, and ``u**2``, which says where it holds.
+
+    About ``rho0 = 1/2, 1`` or ``2`` (``2s < t``, neither, ``s >= 2t``), with ``t' = rho0 t``
+    (exact), ``s - t'`` is exact (Sterbenz) for ``rho0/2 <= rho <= 2 rho0``.  With
+    ``e = (s - t')/t'`` and ``u = e/(2 + e)``, so that ``log(1 + e) = 2 atanh(u)``,
+
+    .. math::
+
+        V(\rho_0 (1 + e)) = e^2 G(u) + V(\rho_0) + (\rho_0^2 - 1)\, e\,(1 + e/2),
+        \qquad G(u) = 1 - u\left(\tfrac12 + (1-u)^2 Q(u^2)\right),
+
+    with the polynomial ``Q`` of ``_Q_FLOAT32``/``_Q_FLOAT64`` and ``0.82 <= G <= 1.27`` for
+    ``|u| <= 1/3``.  For ``rho0 = 1`` that is a square times a factor near 1, with no
+    ``log`` (backends' ``log`` and ``log1p`` are up to 3.6 ulp off near 1); for
+    ``rho0 = 2`` (``e >= 0``) and ``1/2`` (``e <= 0``) a sum of non-negative terms, with
+    ``V(2) = 3/2 - log 2`` and ``V(1/2) = log 2 - 3/8`` rounded once.  ``e`` is bounded to
+    ``[-1, 2]`` (it lies in ``[-1/2, 1]`` wherever the term is used), so the term stays
+    finite for ``scale_q = 0``.
     """
     dtype = scale_p.dtype
-    doubled = mask(scale_p >= scale_q + scale_q, dtype, xp)  # s/t >= 2: expand about 2
-    halved = mask(scale_p + scale_p < scale_q, dtype, xp)  # s/t < 1/2: expand about 1/2
-    shift = doubled - 0.5 * halved  # rho0 - 1, for rho0 = 2, 1, 1/2
+    doubled = mask(scale_p >= scale_q + scale_q, dtype, xp)
+    halved = mask(scale_p + scale_p < scale_q, dtype, xp)
+    shift = doubled - 0.5 * halved  # rho0 - 1
     base = scale_q + shift * scale_q  # rho0 * t, exact
-    # -1/2 <= e <= 1 wherever the series is used; the bounds keep e finite for scale_q = 0
-    # (and -1 is the least value of s/t' - 1 for valid scales).
     excess = bounded_quotient(scale_p - base, base, -1.0, 2.0, xp)
     u = bounded_quotient(excess, 2.0 + excess, -1.0, 1.0, xp)  # |u| <= 1 for valid scales
     w = u * u
@@ -102,35 +120,38 @@ def _variance_term_from_scales(scale_p: Any, scale_q: Any, xp: Any) -> Any:
         q = q * w + c
     one_minus_u = 1.0 - u
     g = 1.0 - u * (0.5 + (one_minus_u * one_minus_u) * q)
-    # V(rho0 rho') = V(rho') + V(rho0) + k e (1 + e/2), k = rho0**2 - 1 = shift (2 + shift)
-    half_k = shift * (1.0 + 0.5 * shift)
-    at_base = doubled * _AT_TWO + halved * _AT_HALF  # V(rho0), exactly rounded
-    series = excess * (excess * (g + half_k) + (half_k + half_k)) + at_base
+    half_k = shift * (1.0 + 0.5 * shift)  # (rho0**2 - 1)/2
+    at_base = doubled * _AT_TWO + halved * _AT_HALF  # V(rho0): one nonzero term
+    return excess * (excess * (g + half_k) + (half_k + half_k)) + at_base, w
+
+
+def _far_apart_term(scale_p: Any, scale_q: Any, xp: Any) -> Any:
+    """The variance term ``(rho/2) rho - (1/2 + log rho)``, used outside ``[1/4, 4]``.
+
+    For ``rho < 1/4`` a sum of non-negative terms, in which the error of ``log`` enters at
+    most 1.5 times; for ``rho > 4`` the terms cancel by at most a factor 1.3, and ``log``
+    enters at most 0.23 times.
+
+    Below ``2**(4 - maxexp)`` the quotient ``s/t`` would lose bits to underflow (or be
+    flushed to 0), although its ``log`` and the KL are moderate.  There it is formed as
+    ``(s a)/(t/b) = rho a b``, ``a = 2**(maxexp - 5)``, ``b = 2**5``: exact scalings
+    (``s < 16`` there, so ``s a`` is finite, and ``t/b`` is normal unless ``s`` is
+    subnormal) that bring the ratio of any two normal floats into the normal range, and
+    keep ``t/b`` large enough for JAX's quotient rule, which squares it.  Then
+    ``log rho = log(quotient) - log(ab)``, and the square, below ``2**-240``, is dropped.
+    The quotient is bounded by the largest float, so that its ``log`` stays finite for
+    ``scale_q = 0`` (where the square is ``inf``), and a negative one stays negative.
+    """
+    dtype = scale_p.dtype
     largest = float(xp.finfo(dtype).max)
-    # Below 2**(4 - maxexp) s/t would lose bits to underflow (or be flushed to 0), although
-    # its log, and the KL, are of moderate size.  There the quotient is formed as
-    # (s a)/(t/b) = (s/t) a b, with a = 2**(maxexp - 5) and b = 2**5: exact scalings (s < 16
-    # there, so s a is finite; t/b is normal unless s is subnormal) that bring the ratio of
-    # any two normal floats into the normal range, and keep t/b large enough for JAX's
-    # quotient rule (which squares it).  Then log(s/t) = log(quotient) - log(ab), and the
-    # square (s/t)**2/2 < 2**-240 is dropped.  The bounds keep log finite for scale_q = 0,
-    # where the square is inf, and a negative quotient (invalid scales) negative.
     max_exponent = math.frexp(largest)[1]
     tiny = mask(scale_p * 2.0 ** (max_exponent - 4) < scale_q, dtype, xp)
     boost = 1.0 + tiny * (2.0 ** (max_exponent - 5) - 1.0)  # 1 or a, exactly
     shrink = 1.0 - tiny * (31.0 / 32.0)  # 1 or 1/b, exactly
     quotient = bounded_quotient(scale_p * boost, scale_q * shrink, -largest, largest, xp)
-    ratio = (1.0 - tiny) * quotient  # s/t, or 0 where its square is negligible
+    ratio = (1.0 - tiny) * quotient
     log_ratio = xp.log(quotient) - tiny * (max_exponent * math.log(2))
-    far = (0.5 * ratio) * ratio - (0.5 + log_ratio)
-    # |u| <= 1/3 selects the series: 1/4 <= s/t < 1/2 with t' = t/2, 1/2 < s/t < 2 with t' = t,
-    # 2 <= s/t <= 4 with t' = 2t.  At s/t = 1/2 (t' = t) the computed w exceeds 1/9, hence
-    # everywhere below: the series never sees an inexact s - t'.
-    near = mask(w <= 1 / 9, dtype, xp)
-    # 0 inside the domain, NaN for scale_q < 0 (0/0) or scale_p = inf (0 * inf), where the
-    # branches are finite.  A negative scale_p gives |u| > 1 and log of a negative ratio.
-    domain = (0.0 * scale_p) / mask(scale_q >= 0, dtype, xp)
-    return near * series + (1 - near) * far + domain
+    return (0.5 * ratio) * ratio - (0.5 + log_ratio)
 
 
 def _log(scale: Any, xp: Any) -> Any:
