@@ -17,6 +17,10 @@ training optimum.  The seed is fixed.  Contenders, always on the same backend:
 * JAX: ``kullback`` against the naive formula, both under ``jax.jit`` (functions of the
   four arrays, compiled before timing) and eagerly; results are ``block_until_ready()``-ed.
 
+Each group also times the same KL from log-scales (``log(scale)`` of the same inputs, as a
+VAE encoder outputs them): ``kullback (log_scale)`` against the naive formula written with
+``exp`` and, on torch, against ``torch.distributions`` fed ``exp(log_scale)``.
+
 How it times
 ------------
 For each (backend, n) group every contender is warmed up, then an inner loop count is
@@ -77,6 +81,7 @@ CHECK_ATOL = 1e-5
 
 KULLBACK = "kullback"
 KULLBACK_PREBUILT = "kullback (prebuilt)"
+KULLBACK_LOG = "kullback (log_scale)"
 
 
 @dataclass(frozen=True)
@@ -133,16 +138,41 @@ def naive_normal_kl(mp: Any, sp: Any, mq: Any, sq: Any, log: Callable[[Any], Any
     return 0.5 * (var_ratio + t1 - 1 - log(var_ratio))
 
 
+def naive_normal_kl_from_log_scales(
+    mp: Any, lp: Any, mq: Any, lq: Any, exp: Callable[[Any], Any]
+) -> Any:
+    """The textbook formula from log-scales, as VAE code writes it; ``exp`` is the backend's."""
+    log_ratio = lp - lq
+    return 0.5 * (exp(2 * log_ratio) + ((mp - mq) * exp(-lq)) ** 2 - 1 - 2 * log_ratio)
+
+
 def kullback_normal_kl(mp: Any, sp: Any, mq: Any, sq: Any) -> Any:
     """kullback from the raw arrays, building the two ``kb.Normal`` on the way."""
     return kb.kl_divergence(kb.Normal(mp, sp), kb.Normal(mq, sq))
 
 
+def kullback_normal_kl_from_log_scales(mp: Any, lp: Any, mq: Any, lq: Any) -> Any:
+    return kb.kl_divergence(kb.Normal(mp, log_scale=lp), kb.Normal(mq, log_scale=lq))
+
+
+def log_scales(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """(loc_p, log_scale_p, loc_q, log_scale_q) in float32 from the scale inputs."""
+    mp, sp, mq, sq = arrays
+    return mp, np.log(sp), mq, np.log(sq)
+
+
 def numpy_contenders(arrays: Sequence[np.ndarray]) -> list[Contender]:
     mp, sp, mq, sq = arrays
+    _, lp, _, lq = log_scales(arrays)
     return [
         Contender(KULLBACK, lambda: kullback_normal_kl(mp, sp, mq, sq), None),
         Contender("naive formula", lambda: naive_normal_kl(mp, sp, mq, sq, np.log), KULLBACK),
+        Contender(KULLBACK_LOG, lambda: kullback_normal_kl_from_log_scales(mp, lp, mq, lq), None),
+        Contender(
+            "naive formula (log-scales)",
+            lambda: naive_normal_kl_from_log_scales(mp, lp, mq, lq, np.exp),
+            KULLBACK_LOG,
+        ),
     ]
 
 
@@ -150,6 +180,7 @@ def torch_contenders(torch: ModuleType, arrays: Sequence[np.ndarray]) -> list[Co
     from torch.distributions import Normal, kl_divergence
 
     mp, sp, mq, sq = (torch.from_numpy(a) for a in arrays)
+    _, lp, _, lq = (torch.from_numpy(a) for a in log_scales(arrays))
     kb_p, kb_q = kb.Normal(mp, sp), kb.Normal(mq, sq)
     td_p, td_q = Normal(mp, sp), Normal(mq, sq)
 
@@ -174,6 +205,15 @@ def torch_contenders(torch: ModuleType, arrays: Sequence[np.ndarray]) -> list[Co
             KULLBACK_PREBUILT,
             finish,
         ),
+        Contender(
+            KULLBACK_LOG, lambda: kullback_normal_kl_from_log_scales(mp, lp, mq, lq), None, finish
+        ),
+        Contender(
+            "torch.distributions (scale = exp(log_scale))",
+            lambda: kl_divergence(Normal(mp, torch.exp(lp)), Normal(mq, torch.exp(lq))),
+            KULLBACK_LOG,
+            finish,
+        ),
     ]
 
 
@@ -181,16 +221,27 @@ def jax_contenders(jax: ModuleType, arrays: Sequence[np.ndarray], *, jit: bool) 
     import jax.numpy as jnp
 
     mp, sp, mq, sq = (jnp.asarray(a) for a in arrays)
+    _, lp, _, lq = (jnp.asarray(a) for a in log_scales(arrays))
 
     def naive(mp: Any, sp: Any, mq: Any, sq: Any) -> Any:
         return naive_normal_kl(mp, sp, mq, sq, jnp.log)
 
-    kullback_fn, naive_fn = kullback_normal_kl, naive
+    def naive_log(mp: Any, lp: Any, mq: Any, lq: Any) -> Any:
+        return naive_normal_kl_from_log_scales(mp, lp, mq, lq, jnp.exp)
+
+    fns = [kullback_normal_kl, naive, kullback_normal_kl_from_log_scales, naive_log]
     if jit:
-        kullback_fn, naive_fn = jax.jit(kullback_normal_kl), jax.jit(naive)
+        fns = [jax.jit(f) for f in fns]
+    kullback_fn, naive_fn, kullback_log_fn, naive_log_fn = fns
     return [
         Contender(KULLBACK, lambda: kullback_fn(mp, sp, mq, sq).block_until_ready(), None),
         Contender("naive formula", lambda: naive_fn(mp, sp, mq, sq).block_until_ready(), KULLBACK),
+        Contender(KULLBACK_LOG, lambda: kullback_log_fn(mp, lp, mq, lq).block_until_ready(), None),
+        Contender(
+            "naive formula (log-scales)",
+            lambda: naive_log_fn(mp, lp, mq, lq).block_until_ready(),
+            KULLBACK_LOG,
+        ),
     ]
 
 
@@ -384,8 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         "\nkullback / peer: the matching kullback contender's median over the peer's "
         "(< 1: kullback is faster). 'td (prebuilt, no construction)' is compared with "
-        "'kullback (prebuilt)', every other peer with 'kullback'. IQR: interquartile range "
-        "of the samples, in % of the median."
+        "'kullback (prebuilt)', the log-scale peers with 'kullback (log_scale)', every other "
+        "peer with 'kullback'. IQR: interquartile range of the samples, in % of the median."
     )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -146,6 +146,31 @@ def test_scale_ratio_beyond_the_float_range(backend, dtype):
     assert got[-1] == np.inf  # (s/t)**2/2 > max
 
 
+def test_scales_at_the_bottom_of_the_normal_range(backend, dtype):
+    """Near-equal scales just above the smallest normal float, in every series window: their
+    difference is subnormal, which JAX and CuPy flush to 0, unless the scales are lifted."""
+    name = dtype_name(dtype)
+    smallest = float(np.finfo(name).tiny)
+    rows = [
+        (ratio * multiple * smallest, multiple * smallest)
+        for multiple in (1.0, 3.0, 1e3, 2.0**26)
+        for ratio in (0.3, 0.45, 0.9, 1 + 1e-3, 1.7, 3.0)
+    ]
+    scale_p = np.array([r[0] for r in rows], dtype=name)
+    scale_q = np.array([r[1] for r in rows], dtype=name)
+    keep = scale_p >= smallest
+    scale_p, scale_q = scale_p[keep], scale_q[keep]
+    loc = np.zeros(len(scale_p), dtype=name)
+    got = backend.to_numpy(
+        kb.kl_divergence(
+            normal(backend, dtype, loc, scale_p, False), normal(backend, dtype, loc, scale_q, False)
+        )
+    )
+    exact = [kl_normal(0.0, 0.0, float(a), float(b)) for a, b in zip(scale_p, scale_q, strict=True)]
+    errors = ulp_errors(got, exact, np.dtype(name).type)
+    assert np.all(errors <= 4), (errors, got)
+
+
 @pytest.mark.parametrize("parameterization", list(PARAMETERIZATIONS))
 def test_nan_in_nan_out(backend, dtype, parameterization):
     p_by_log, q_by_log = PARAMETERIZATIONS[parameterization]

@@ -116,6 +116,41 @@ def test_torch_compile_inductor_normal_kl(torch_backend):
     torch.testing.assert_close(compiled(*args), f(*args), rtol=4 * 2.0**-52, atol=0)
 
 
+# scale_p, scale_q: infinite, zero, negative, NaN and two zero scales; with equal locations
+# every row is NaN except the zero scale_p (+inf).
+SPECIAL_SCALES = (
+    [1.0, np.inf, 0.0, 1.0, -1.0, -1.0, 1.0, np.nan, 0.0, 0.0],
+    [np.inf, 1.0, 1.0, 0.0, 1.0, -1.0, -1.0, 1.0, -1.0, 0.0],
+)
+
+
+def special_value_kl(a, s, b, t):
+    return kb.kl_divergence(kb.Normal(a, s), kb.Normal(b, t))
+
+
+def test_special_values_under_jit(jax_backend):
+    """XLA may rewrite a product with a 0/1 mask as a selection: NaN and inf must survive."""
+    jax = jax_backend
+    scale_p, scale_q = (jax.numpy.asarray(np.array(v)) for v in SPECIAL_SCALES)
+    loc = jax.numpy.zeros(len(SPECIAL_SCALES[0]))
+    expected = np.asarray(special_value_kl(loc, scale_p, loc, scale_q))
+    assert np.isnan(expected).sum() == 9
+    assert expected[2] == np.inf
+    got = np.asarray(jax.jit(special_value_kl)(loc, scale_p, loc, scale_q))
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_special_values_under_torch_compile(torch_backend):
+    torch = torch_backend
+    scale_p, scale_q = (torch.tensor(v, dtype=torch.float64) for v in SPECIAL_SCALES)
+    loc = torch.zeros(len(SPECIAL_SCALES[0]), dtype=torch.float64)
+    expected = special_value_kl(loc, scale_p, loc, scale_q).numpy()
+    assert np.isnan(expected).sum() == 9
+    assert expected[2] == np.inf
+    got = torch.compile(special_value_kl, fullgraph=True)(loc, scale_p, loc, scale_q).numpy()
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_torch_func_vmap(torch_backend):
     torch = torch_backend
     loc_p, log_p, loc_q, log_q = (torch.tensor(a) for a in data())

@@ -1,16 +1,18 @@
-"""Dense float32 accuracy sweep of the Normal–Normal KL, by region of the scale ratio.
+"""Dense accuracy sweep of the Normal–Normal KL, by region of the scale ratio.
 
 The conformance suite checks a few thousand rows against mpmath.  This script checks
 millions (``--size`` per region), to find the rare worst cases that a sparse sweep misses.
-Only float32 is swept: its reference is computed in float64 from the exact float32 inputs
-(``s - t`` is exact in float64, and the variance term ``expm1mx(2r)/2`` is evaluated with
-kullback's float64 ``expm1mx``), so the reference is accurate to about 1e-8 ulp of float32.
+In float32 the reference is computed in float64 from the exact float32 inputs (``s - t``
+is exact in float64, and the variance term ``expm1mx(2r)/2`` is evaluated with kullback's
+float64 ``expm1mx``), so it is accurate to about 1e-8 ulp of float32.  With ``--float64``
+the reference is mpmath at 40 digits, row by row (use a ``--size`` of about 2e4).
 
 For each region of ``rho = scale_p / scale_q`` it prints the largest error in ulp, the
 99.99th percentile, and the ratio where the largest error occurs.  Equal locations isolate
-the variance term; ``--log-scale`` sweeps the ``log_scale`` parameterization instead.
+the variance term; ``--log-scale`` sweeps the ``log_scale`` parameterization instead
+(float32 only).  Figures for the current kernel are in ``docs/numerics.rst``.
 
-Usage: ``python tools/dense_sweep_normal.py [--size N] [--seed S] [--log-scale]``.\nFigures for the current kernel are in ``docs/numerics.rst``.
+Usage: ``python tools/dense_sweep_normal.py [--size N] [--seed S] [--log-scale | --float64]``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 
+import mpmath
 import numpy as np
 
 import kullback as kb
@@ -40,13 +43,16 @@ REGIONS = (
 EXTREME = "s tiny, t huge"
 
 
-def scales(name: str, lower: float, upper: float, rng, size: int):
-    """float32 (scale_p, scale_q) for one region."""
+def scales(
+    name: str, lower: float, upper: float, rng: np.random.Generator, size: int, dtype: type
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scale_p, scale_q) of ``dtype`` for one region."""
     if name == EXTREME:
-        scale_p = np.exp(rng.uniform(-87.0, 0.0, size))
-        return scale_p.astype(np.float32), np.exp(rng.uniform(0.0, 88.0, size)).astype(np.float32)
-    scale_q = np.exp(rng.uniform(-20.0, 20.0, size)).astype(np.float32)
-    return (scale_q * np.exp(rng.uniform(lower, upper, size))).astype(np.float32), scale_q
+        largest_exponent = math.log(float(np.finfo(dtype).max)) - 1.0
+        scale_p = np.exp(rng.uniform(-largest_exponent, 0.0, size)).astype(dtype)
+        return scale_p, np.exp(rng.uniform(0.0, largest_exponent, size)).astype(dtype)
+    scale_q = np.exp(rng.uniform(-20.0, 20.0, size)).astype(dtype)
+    return (scale_q * np.exp(rng.uniform(lower, upper, size))).astype(dtype), scale_q
 
 
 def reference(scale_p: np.ndarray, scale_q: np.ndarray) -> np.ndarray:
@@ -59,6 +65,16 @@ def reference(scale_p: np.ndarray, scale_q: np.ndarray) -> np.ndarray:
     return 0.5 * np.asarray(expm1mx(2.0 * log_ratio))
 
 
+def reference_mpmath(scale_p: np.ndarray, scale_q: np.ndarray) -> list:
+    """Variance term from exact float64 scales, in mpmath at 40 digits."""
+    with mpmath.workdps(40):
+        ratios = [
+            mpmath.mpf(float(s)) / mpmath.mpf(float(t))
+            for s, t in zip(scale_p, scale_q, strict=True)
+        ]
+        return [(r * r - 1) / 2 - mpmath.log(r) for r in ratios]
+
+
 def ulp_errors(computed: np.ndarray, exact: np.ndarray) -> np.ndarray:
     """|computed - exact| in float32 ulp of ``exact``; an exact 0 must be computed as 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -67,14 +83,32 @@ def ulp_errors(computed: np.ndarray, exact: np.ndarray) -> np.ndarray:
     return np.where(exact == 0, np.where(computed == 0, 0.0, np.inf), errors)
 
 
+def ulp_errors_mpmath(computed: np.ndarray, exact: list) -> np.ndarray:
+    """|computed - exact| in float64 ulp of ``exact`` (all exact values are positive)."""
+    with mpmath.workdps(40):
+        return np.array(
+            [
+                float(
+                    abs(mpmath.mpf(float(c)) - e)
+                    / mpmath.mpf(2) ** (mpmath.floor(mpmath.log(e, 2)) - 52)
+                )
+                for c, e in zip(computed, exact, strict=True)
+            ]
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=2**21, help="samples per region")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-scale", action="store_true", help="sweep log_scale inputs")
+    parser.add_argument("--float64", action="store_true", help="float64, against mpmath")
     args = parser.parse_args()
+    if args.float64 and args.log_scale:
+        parser.error("--log-scale is float32 only")
+    dtype = np.float64 if args.float64 else np.float32
     rng = np.random.default_rng(args.seed)
-    print(f"float32, {args.size} samples per region, seed {args.seed}")
+    print(f"{dtype.__name__}, {args.size} samples per region, seed {args.seed}")
     print(f"{'region':24s} {'max ulp':>8s} {'p99.99':>8s}  {'rho at max':>11s}  allowed")
     for name, lower, upper in (*REGIONS, (EXTREME, None, None)):
         if args.log_scale:
@@ -87,12 +121,13 @@ def main() -> None:
             ratio = log_p.astype(np.float64) - log_q.astype(np.float64)
             exact = 0.5 * np.asarray(expm1mx(2.0 * ratio))
         else:
-            scale_p, scale_q = scales(name, lower, upper, rng, args.size)
-            p = kb.Normal(np.float32(0), scale_p)
-            q = kb.Normal(np.float32(0), scale_q)
-            exact = reference(scale_p, scale_q)
-            ratio = np.log(scale_p.astype(np.float64) / scale_q)
-        errors = ulp_errors(np.asarray(kb.kl_divergence(p, q)), exact)
+            scale_p, scale_q = scales(name, lower, upper, rng, args.size, dtype)
+            p = kb.Normal(dtype(0), scale_p)
+            q = kb.Normal(dtype(0), scale_q)
+            exact = (reference_mpmath if args.float64 else reference)(scale_p, scale_q)
+            ratio = np.log(scale_p.astype(np.float64)) - np.log(scale_q.astype(np.float64))
+        computed = np.asarray(kb.kl_divergence(p, q))
+        errors = (ulp_errors_mpmath if args.float64 else ulp_errors)(computed, exact)
         worst = int(np.argmax(errors))
         allowed = 4.0 + 2.0 * abs(ratio[worst]) if args.log_scale else 4.0
         print(

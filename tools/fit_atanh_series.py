@@ -6,9 +6,9 @@ For two scales ``s``, ``t`` with ``e = s/t - 1`` and ``u = e/(2 + e) = (s - t)/(
     V = e**2 * G(u),   G(u) = 1 - u * (1/2 + (1 - u)**2 * Q(u**2)),
 
 with ``Q(w) = (atanh(sqrt(w))/sqrt(w) - 1)/(2 w) = 1/6 + w/10 + w**2/14 + ...``.  The library
-uses this form for ``|u| <= 1/3`` (scales within a factor 2), so only ``Q`` on
-``[0, 1/9]`` is approximated, and its error enters ``G`` at most
-``|u| (1 - u)**2 Q / G <= 0.09`` times.  For each dtype this prints, per degree, the largest
+uses this form for ``|u| <= 1/3`` (``s/t'`` within a factor 2 of 1, where ``t'`` is ``t``
+or ``s`` and ``t`` are doubled, depending on the window), so only ``Q`` on ``[0, 1/9]`` is
+approximated, and its error enters ``G`` at most ``|u| (1 - u)**2 Q / G <= 0.09`` times.  For each dtype this prints, per degree, the largest
 relative error of the whole evaluation of ``V`` from an exact ``e`` (Horner in that dtype,
 coefficients rounded to it) in units of roundoff; the lowest degree whose error is within
 one unit of that of an exact ``Q`` is used.
@@ -20,7 +20,7 @@ import numpy as np
 mp.mp.dps = 60
 
 
-def Q(w):
+def atanh_correction(w):
     w = mp.mpf(w)
     if w < mp.mpf("1e-30"):
         return mp.mpf(1) / 6 + w / 10
@@ -29,7 +29,7 @@ def Q(w):
 
 
 def fit(degree):
-    poly, _ = mp.chebyfit(Q, [0, mp.mpf(1) / 9], degree + 1, error=True)
+    poly, _ = mp.chebyfit(atanh_correction, [0, mp.mpf(1) / 9], degree + 1, error=True)
     return [float(c) for c in poly[::-1]]  # ascending
 
 

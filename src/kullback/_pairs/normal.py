@@ -19,9 +19,9 @@ both are computed to about one unit of roundoff, whatever the backend's ``log1p`
 and ``expm1`` do (some are several ulp off; none is relied on for small arguments):
 
 * ``scale`` vs ``scale``: see :func:`_variance_term_from_scales`.  For scales within a
-  factor 4 the variance term comes from the exact ``s - t`` (or ``s - 2t``) through a short
-  polynomial in ``u = (s - t)/(s + t)``, with no transcendental function; beyond, from
-  ``s/t`` and one ``log``.  This case does not go through ``r``.
+  factor 4 the variance term comes from the exact ``s - t`` (or ``2s - t``, ``s - 2t``)
+  through a short polynomial in ``u = (s - t)/(s + t)``, with no transcendental function;
+  beyond, from ``s/t`` and one ``log``.  This case does not go through ``r``.
 * ``log_scale`` vs ``log_scale``: ``r = log_s - log_t``, exact when close.  When the
   log-scales differ a lot their difference is rounded, and ``e**(2r)`` amplifies that
   rounding by ``2|r|``: the problem itself is that ill-conditioned in the log-scales.
@@ -70,36 +70,43 @@ def _variance_term_from_scales(scale_p: Any, scale_q: Any, xp: Any) -> Any:
 
     For ``1/4 <= rho <= 4`` the series of :func:`_near_equality_term`, which needs no
     transcendental function; elsewhere :func:`_far_apart_term`, with one ``log``.  The two
-    are selected by 0/1 masks where ``|u| <= 1/3`` (``u`` from the series): at
-    ``rho = 1/2`` (``t' = t``) the computed ``u**2`` already exceeds ``1/9``, and rounding is
-    monotonic, so the series never sees an inexact ``s - t'``.  Both are evaluated on
-    bounded values, so each is finite where it is not selected, gradients included.
+    are selected by 0/1 masks where ``u**2 < 1/9`` (``u`` from the series).  Where the
+    difference behind ``u`` may be inexact (just outside a window) the computed ``u**2`` is
+    at least the rounded ``1/9``: at the window edge ``e = -1/2`` it rounds to
+    ``fl(1/9)`` (float64) or above (float32), and rounding is monotonic.  Both terms are
+    evaluated on bounded values, so each is finite where it is not selected, gradients
+    included.
 
-    Outside the domain: a negative ``scale_q`` (``0/0``) or an infinite ``scale_p``
+    Outside the domain a negative ``scale_q`` (``0/0``) or an infinite scale
     (``0 * inf``) adds NaN; a negative ``scale_p`` gives ``|u| > 1`` and the ``log`` of a
-    negative ratio.
+    negative ratio.  (The NaN must not depend on an unselected term: XLA may turn a product
+    with a 0/1 mask into a selection.)
     """
+    dtype = scale_p.dtype
     series, u_squared = _near_equality_term(scale_p, scale_q, xp)
-    near = mask(u_squared <= 1 / 9, scale_p.dtype, xp)
+    near = mask(u_squared < 1 / 9, dtype, xp)
     far = _far_apart_term(scale_p, scale_q, xp)
-    domain = (0.0 * scale_p) / mask(scale_q >= 0, scale_p.dtype, xp)
+    domain = (0.0 * scale_p + 0.0 * scale_q) / mask(scale_q >= 0, dtype, xp)
     return near * series + (1 - near) * far + domain
 
 
 def _near_equality_term(scale_p: Any, scale_q: Any, xp: Any) -> tuple[Any, Any]:
     r"""The variance term for ``1/4 <= rho <= 4``, and ``u**2``, which says where it holds.
 
-    About ``rho0 = 1/2, 1`` or ``2`` (``2s < t``, neither, ``s >= 2t``), with ``t' = rho0 t``
-    (exact), ``s - t'`` is exact (Sterbenz) for ``rho0/2 <= rho <= 2 rho0``.  With
-    ``e = (s - t')/t'`` and ``u = e/(2 + e)``, so that ``log(1 + e) = 2 atanh(u)``,
+    About ``rho0 = 1/2, 1`` or ``2`` (``2s < t``, neither, ``s >= 2t``), with
+    ``s' = 2s`` where ``rho0 = 1/2`` and ``t' = 2t`` where ``rho0 = 2`` (exact doublings,
+    never halvings, which could round a subnormal), ``s' - t'`` is exact (Sterbenz) for
+    ``rho0/2 <= rho <= 2 rho0``.  With ``e = (s' - t')/t' = rho/rho0 - 1`` and
+    ``u = e/(2 + e)``, so that ``log(1 + e) = 2 atanh(u)``,
 
     .. math::
 
-        V(\rho_0 (1 + e)) = e^2 G(u) + V(\rho_0) + (\rho_0^2 - 1)\, e\,(1 + e/2),
+        V(\rho_0 (1 + e)) = e^2 G(u) + V(\rho_0) + \kappa\, e\,(1 + e/2),
         \qquad G(u) = 1 - u\left(\tfrac12 + (1-u)^2 Q(u^2)\right),
+        \qquad \kappa = \rho_0^2 - 1,
 
-    with the polynomial ``Q`` of ``_Q_FLOAT32``/``_Q_FLOAT64`` and ``0.82 <= G <= 1.27`` for
-    ``|u| <= 1/3``.  For ``rho0 = 1`` that is a square times a factor near 1, with no
+    with the polynomial ``Q`` of ``_Q_FLOAT32``/``_Q_FLOAT64`` and ``0.80 <= G <= 1.28``
+    for ``|u| <= 1/3``.  For ``rho0 = 1`` that is a square times a factor near 1, with no
     ``log`` (backends' ``log`` and ``log1p`` are up to 3.6 ulp off near 1); for
     ``rho0 = 2`` (``e >= 0``) and ``1/2`` (``e <= 0``) a sum of non-negative terms, with
     ``V(2) = 3/2 - log 2`` and ``V(1/2) = log 2 - 3/8`` rounded once.  ``e`` is bounded to
@@ -107,11 +114,16 @@ def _near_equality_term(scale_p: Any, scale_q: Any, xp: Any) -> tuple[Any, Any]:
     finite for ``scale_q = 0``.
     """
     dtype = scale_p.dtype
+    finfo = xp.finfo(dtype)
     doubled = mask(scale_p >= scale_q + scale_q, dtype, xp)
     halved = mask(scale_p + scale_p < scale_q, dtype, xp)
-    shift = doubled - 0.5 * halved  # rho0 - 1
-    base = scale_q + shift * scale_q  # rho0 * t, exact
-    excess = bounded_quotient(scale_p - base, base, -1.0, 2.0, xp)
+    # Scales below 2**26 smallest_normal are first multiplied by 2**(maxexp/2), exactly, so
+    # that s' - t' is never subnormal (JAX and CuPy flush subnormal results to 0).
+    small = mask(scale_q < float(finfo.smallest_normal) * 2.0**26, dtype, xp)
+    lift = 1.0 + small * (2.0 ** (math.frexp(float(finfo.max))[1] // 2) - 1.0)
+    numerator = (scale_p * lift) * (1.0 + halved)  # s or 2s, times the lift
+    base = (scale_q * lift) * (1.0 + doubled)  # t or 2t, times the lift
+    excess = bounded_quotient(numerator - base, base, -1.0, 2.0, xp)
     u = bounded_quotient(excess, 2.0 + excess, -1.0, 1.0, xp)  # |u| <= 1 for valid scales
     w = u * u
     coefficients = _Q_FLOAT64 if dtype == xp.float64 else _Q_FLOAT32
@@ -120,9 +132,9 @@ def _near_equality_term(scale_p: Any, scale_q: Any, xp: Any) -> tuple[Any, Any]:
         q = q * w + c
     one_minus_u = 1.0 - u
     g = 1.0 - u * (0.5 + (one_minus_u * one_minus_u) * q)
-    half_k = shift * (1.0 + 0.5 * shift)  # (rho0**2 - 1)/2
+    slope = 3.0 * doubled - 0.75 * halved  # kappa = rho0**2 - 1: dV/de at e = 0
     at_base = doubled * _AT_TWO + halved * _AT_HALF  # V(rho0): one nonzero term
-    return excess * (excess * (g + half_k) + (half_k + half_k)) + at_base, w
+    return excess * (excess * (g + 0.5 * slope) + slope) + at_base, w
 
 
 def _far_apart_term(scale_p: Any, scale_q: Any, xp: Any) -> Any:
@@ -135,9 +147,9 @@ def _far_apart_term(scale_p: Any, scale_q: Any, xp: Any) -> Any:
     Below ``2**(4 - maxexp)`` the quotient ``s/t`` would lose bits to underflow (or be
     flushed to 0), although its ``log`` and the KL are moderate.  There it is formed as
     ``(s a)/(t/b) = rho a b``, ``a = 2**(maxexp - 5)``, ``b = 2**5``: exact scalings
-    (``s < 16`` there, so ``s a`` is finite, and ``t/b`` is normal unless ``s`` is
-    subnormal) that bring the ratio of any two normal floats into the normal range, and
-    keep ``t/b`` large enough for JAX's quotient rule, which squares it.  Then
+    (``s < 16`` there, so ``s a`` is finite; ``t > s 2**(maxexp - 4)``, so ``t/b`` is
+    normal) that bring the ratio of any two normal floats into the normal range, and keep
+    ``t/b`` large enough for JAX's quotient rule, which squares it.  Then
     ``log rho = log(quotient) - log(ab)``, and the square, below ``2**-240``, is dropped.
     The quotient is bounded by the largest float, so that its ``log`` stays finite for
     ``scale_q = 0`` (where the square is ``inf``), and a negative one stays negative.
