@@ -120,6 +120,20 @@ def test_no_spurious_overflow(backend, dtype):
     assert np.all(errors[[0, 2, 3]] <= 4 + 2 * abs(float(log_p[0])))
 
 
+def assert_within_4_ulp_of_mpmath(backend, dtype, scale_p, scale_q) -> np.ndarray:
+    """KL of N(0, scale_p) || N(0, scale_q) within 4 ulp of mpmath; returns it as NumPy."""
+    loc = np.zeros(len(scale_p), dtype=scale_p.dtype)
+    got = backend.to_numpy(
+        kb.kl_divergence(
+            normal(backend, dtype, loc, scale_p, False), normal(backend, dtype, loc, scale_q, False)
+        )
+    )
+    exact = [kl_normal(0.0, 0.0, float(a), float(b)) for a, b in zip(scale_p, scale_q, strict=True)]
+    errors = ulp_errors(got, exact, scale_p.dtype.type)
+    assert np.all(errors <= 4), (errors, got)
+    return got
+
+
 def test_scale_ratio_beyond_the_float_range(backend, dtype):
     """s/t below the smallest normal float (its log and the KL are moderate): no inf, no
     lost bits.  And s/t beyond the largest float, where the KL itself overflows."""
@@ -134,15 +148,7 @@ def test_scale_ratio_beyond_the_float_range(backend, dtype):
         [0.5 * largest, 2.0 ** (info.maxexp // 2), 7.0 * largest**0.5, 1e-6, smallest_normal],
         dtype=name,
     )
-    loc = np.zeros(len(scale_p), dtype=name)
-    got = backend.to_numpy(
-        kb.kl_divergence(
-            normal(backend, dtype, loc, scale_p, False), normal(backend, dtype, loc, scale_q, False)
-        )
-    )
-    exact = [kl_normal(0.0, 0.0, float(a), float(b)) for a, b in zip(scale_p, scale_q, strict=True)]
-    errors = ulp_errors(got, exact, np.dtype(name).type)
-    assert np.all(errors <= 4), (errors, got)
+    got = assert_within_4_ulp_of_mpmath(backend, dtype, scale_p, scale_q)
     assert got[-1] == np.inf  # (s/t)**2/2 > max
 
 
@@ -159,16 +165,7 @@ def test_scales_at_the_bottom_of_the_normal_range(backend, dtype):
     scale_p = np.array([r[0] for r in rows], dtype=name)
     scale_q = np.array([r[1] for r in rows], dtype=name)
     keep = scale_p >= smallest
-    scale_p, scale_q = scale_p[keep], scale_q[keep]
-    loc = np.zeros(len(scale_p), dtype=name)
-    got = backend.to_numpy(
-        kb.kl_divergence(
-            normal(backend, dtype, loc, scale_p, False), normal(backend, dtype, loc, scale_q, False)
-        )
-    )
-    exact = [kl_normal(0.0, 0.0, float(a), float(b)) for a, b in zip(scale_p, scale_q, strict=True)]
-    errors = ulp_errors(got, exact, np.dtype(name).type)
-    assert np.all(errors <= 4), (errors, got)
+    assert_within_4_ulp_of_mpmath(backend, dtype, scale_p[keep], scale_q[keep])
 
 
 @pytest.mark.parametrize("parameterization", list(PARAMETERIZATIONS))
