@@ -87,19 +87,19 @@ def _most_specific(type_p: type, type_q: type) -> KLFunction | None:
 
 # Eager CPU backends allocate a temporary per operation; with many operations on large
 # arrays these no longer fit in cache (and are paged in and out again).  Such inputs are
-# evaluated in slices of about _SLICE elements along the leading axis: measured on 10**6
-# float32 Normals, 38 ms whole against 10.5 ms in slices of 2**16 (NumPy and torch alike).
-_SLICE = 2**16
+# evaluated in slices along the leading axis, of about the size that
+# _namespace.eager_slice_size gives: measured on 10**6 float32 Normals, 38 ms whole against
+# 8 to 10 ms in slices (NumPy and torch alike).
 
 
-def _slices(shape: tuple[Any, ...]) -> list[tuple[int, int]] | None:
+def _slices(shape: tuple[Any, ...], slice_size: int) -> list[tuple[int, int]] | None:
     """Bounds along axis 0 for evaluating a batch of ``shape`` in slices, or None."""
     if not shape or any(not isinstance(n, int) for n in shape):
         return None
     size = math.prod(shape)
-    if size < 2 * _SLICE or shape[0] < 2:
+    if size < 2 * slice_size or shape[0] < 2:
         return None
-    rows = max(1, _SLICE // max(1, size // shape[0]))
+    rows = max(1, slice_size // max(1, size // shape[0]))
     return [(start, min(start + rows, shape[0])) for start in range(0, shape[0], rows)]
 
 
@@ -115,8 +115,9 @@ def _evaluate(
 ) -> Any:
     xp = resolved.xp
     bounds = None
-    if _namespace.evaluates_eagerly_on_cpu(xp, resolved.device):
-        bounds = _slices(resolved.shape)
+    slice_size = _namespace.eager_slice_size(xp, resolved.device)
+    if slice_size is not None:
+        bounds = _slices(resolved.shape, slice_size)
     if bounds is None:
         return fn(p, q, xp=xp)
     ndim = len(resolved.shape)

@@ -62,6 +62,19 @@ def bounded_quotient(numerator: Any, denominator: Any, low: Any, high: Any, xp: 
     return xp.clip(numerator / denominator, low, high)
 
 
+def fusable_quotient(numerator: Any, denominator: Any, low: Any, high: Any, xp: Any) -> Any:
+    """``numerator / denominator``, clipped to ``[low, high]`` under XLA only.
+
+    For a reused quotient that lies in ``[low, high]`` for every input: the clip changes no
+    value, and only XLA needs it (see :func:`bounded_quotient`); on the other backends it
+    would be one more pass over memory.
+    """
+    quotient = numerator / denominator
+    if _namespace.compiles_with_xla(xp):
+        return xp.clip(quotient, low, high)
+    return quotient
+
+
 def half_expm1mx_series(clipped: Any, xp: Any) -> Any:
     """``(e**x - 1 - x) / 2`` for ``|x| <= 1``, from ``clipped = clip(x, -2, 2)``.
 

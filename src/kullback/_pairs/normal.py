@@ -43,9 +43,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .. import _namespace
 from .._registry import register_kl
 from ..distributions import Normal
-from ..special import bounded_quotient, half_expm1mx, mask
+from ..special import bounded_quotient, fusable_quotient, half_expm1mx, mask
 
 __all__: list[str] = []
 
@@ -95,8 +96,8 @@ def _near_equality_term(scale_p: Any, scale_q: Any, xp: Any) -> tuple[Any, Any]:
 
     About ``rho0 = 1/2, 1`` or ``2`` (``2s < t``, neither, ``s >= 2t``), with
     ``s' = 2s`` where ``rho0 = 1/2`` and ``t' = 2t`` where ``rho0 = 2`` (exact doublings,
-    never halvings, which could round a subnormal), ``s' - t'`` is exact (Sterbenz) for
-    ``rho0/2 <= rho <= 2 rho0``.  With ``e = (s' - t')/t' = rho/rho0 - 1`` and
+    never halvings, which could round a subnormal), the difference ``d = s' - t'`` is exact
+    (Sterbenz) for ``rho0/2 <= rho <= 2 rho0``.  With ``e = d/t' = rho/rho0 - 1`` and
     ``u = e/(2 + e)``, so that ``log(1 + e) = 2 atanh(u)``,
 
     .. math::
@@ -112,19 +113,26 @@ def _near_equality_term(scale_p: Any, scale_q: Any, xp: Any) -> tuple[Any, Any]:
     ``V(2) = 3/2 - log 2`` and ``V(1/2) = log 2 - 3/8`` rounded once.  ``e`` is bounded to
     ``[-1, 2]`` (it lies in ``[-1/2, 1]`` wherever the term is used), so the term stays
     finite for ``scale_q = 0``.
+
+    Backends that flush subnormal results to zero (XLA, CuPy) first multiply scales below
+    ``2**26`` times the smallest normal by ``2**(maxexp/2)``, exactly, so that ``d`` is
+    never subnormal; elsewhere a subnormal ``d`` is exact (and ``e`` normal), so the lift
+    is skipped.
     """
     dtype = scale_p.dtype
-    finfo = xp.finfo(dtype)
     doubled = mask(scale_p >= scale_q + scale_q, dtype, xp)
     halved = mask(scale_p + scale_p < scale_q, dtype, xp)
-    # Scales below 2**26 smallest_normal are first multiplied by 2**(maxexp/2), exactly, so
-    # that s' - t' is never subnormal (JAX and CuPy flush subnormal results to 0).
-    small = mask(scale_q < float(finfo.smallest_normal) * 2.0**26, dtype, xp)
-    lift = 1.0 + small * (2.0 ** (math.frexp(float(finfo.max))[1] // 2) - 1.0)
-    numerator = (scale_p * lift) * (1.0 + halved)  # s or 2s, times the lift
-    base = (scale_q * lift) * (1.0 + doubled)  # t or 2t, times the lift
-    excess = bounded_quotient(numerator - base, base, -1.0, 2.0, xp)
-    u = bounded_quotient(excess, 2.0 + excess, -1.0, 1.0, xp)  # |u| <= 1 for valid scales
+    if _namespace.flushes_subnormals(xp):
+        finfo = xp.finfo(dtype)
+        small = mask(scale_q < float(finfo.smallest_normal) * 2.0**26, dtype, xp)
+        lift = 1.0 + small * (2.0 ** (math.frexp(float(finfo.max))[1] // 2) - 1.0)
+        scale_p = scale_p * lift
+        scale_q = scale_q * lift
+    numerator = scale_p + halved * scale_p  # s or 2s
+    base = scale_q + doubled * scale_q  # t or 2t
+    difference = numerator - base
+    excess = xp.clip(difference / base, -1.0, 2.0)
+    u = fusable_quotient(excess, 2.0 + excess, -1.0, 1.0, xp)  # |u| <= 1 for valid scales
     w = u * u
     coefficients = _Q_FLOAT64 if dtype == xp.float64 else _Q_FLOAT32
     q = coefficients[-1] * w + coefficients[-2]
