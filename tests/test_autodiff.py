@@ -188,3 +188,66 @@ def test_expm1mx_gradient_at_branch_edges(autodiff, dtype):
     with mpmath.workdps(50):
         exact = np.array([float(mpmath.expm1(mpmath.mpf(float(v)))) for v in x])
     np.testing.assert_allclose(grad, exact, rtol=8 * float(np.finfo(name).eps), atol=0)
+
+
+def exact_gradient_mixed(a, p_param, b, q_param, p_by_log):
+    """d KL / d(loc_p, p's parameter, loc_q, q's parameter), one given by scale, in mpmath."""
+    with mpmath.workdps(50):
+        a, x, b, y = map(mpmath.mpf, (a, p_param, b, q_param))
+        ls, lt = (x, mpmath.log(y)) if p_by_log else (mpmath.log(x), y)
+        t2 = mpmath.exp(2 * lt)
+        d_ls = mpmath.expm1(2 * (ls - lt))
+        d_lt = -d_ls - (a - b) ** 2 / t2
+        # a derivative with respect to a scale is the one with respect to its log, over it
+        return [(a - b) / t2, d_ls if p_by_log else d_ls / x, -(a - b) / t2,
+                d_lt / y if p_by_log else d_lt]  # fmt: skip
+
+
+@pytest.mark.parametrize("p_by_log", [False, True], ids=["scale-log", "log-scale"])
+def test_mixed_gradients_match_analytic(autodiff, dtype, p_by_log):
+    """Mixed parameterizations go through the double-word log-ratio: gradients with respect
+    to the scale and the log-scale are finite and match the analytic ones, at equality too."""
+    name = dtype_name(dtype)
+    a, ls, b, lt = points(name)
+    scale_of = {"p": np.exp(ls.astype(np.float64)).astype(name), "q": np.exp(lt).astype(name)}
+    if p_by_log:
+        args = (a, ls, b, scale_of["q"])
+
+        def kl(a, ls, b, t):
+            return kb.kl_divergence(kb.Normal(a, log_scale=ls), kb.Normal(b, t))
+    else:
+        args = (a, scale_of["p"], b, lt)
+
+        def kl(a, s, b, lt):
+            return kb.kl_divergence(kb.Normal(a, s), kb.Normal(b, log_scale=lt))
+
+    grads = gradient(autodiff, kl, *args)
+    exact = np.array(
+        [
+            [float(g) for g in exact_gradient_mixed(*(float(v[i]) for v in args), p_by_log)]
+            for i in range(len(a))
+        ]
+    ).T
+    eps = float(np.finfo(name).eps)
+    for got, want in zip(grads, exact, strict=True):
+        assert np.all(np.isfinite(got))
+        scale_of_terms = np.abs(want) + eps * np.max(np.abs(want))
+        np.testing.assert_array_less(np.abs(got - want), 16 * eps * scale_of_terms + 1e-300)
+
+
+def test_mixed_hessian_at_equality_is_fisher(autodiff, dtype):
+    """Second derivatives through the double-word log-ratio: the Fisher information."""
+    name = dtype_name(dtype)
+    loc, log_scale = 0.75, 1.25
+    scale = float(np.exp(np.float64(log_scale)).astype(name))
+    # q by the log of the float scale, rounded: p == q only to rounding, so compare loosely
+    q_log_scale = float(np.asarray(np.log(np.float64(scale)), dtype=name))
+
+    def kl(theta):
+        return kb.kl_divergence(
+            kb.Normal(theta[0], theta[1]), kb.Normal(loc, log_scale=q_log_scale)
+        )
+
+    h = hessian(autodiff, kl, np.array([loc, scale], dtype=name))
+    fisher = np.diag([1 / scale**2, 2 / scale**2])
+    np.testing.assert_allclose(h, fisher, rtol=64 * float(np.finfo(name).eps), atol=0)

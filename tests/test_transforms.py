@@ -162,3 +162,50 @@ def test_torch_func_vmap(torch_backend):
     np.testing.assert_allclose(
         batched.numpy(), reference(*(t.numpy() for t in (loc_p, log_p, loc_q, log_q))), rtol=1e-14
     )
+
+
+def log_difference_errors(got, name):
+    from tests.reference.normal import log_difference_sweep, ulp_errors
+
+    return ulp_errors(got, list(log_difference_sweep(name)[2]), np.dtype(name).type)
+
+
+@pytest.mark.parametrize("name", ["float32", "float64"])
+def test_log_difference_under_jit_is_accurate(jax_backend, name):
+    """XLA reassociates sums with literal constants and contracts products into FMAs inside
+    fusions: the error-free transformations of the mixed log-ratio must survive both."""
+    from kullback._double_word import log_difference
+    from tests.reference.normal import log_difference_sweep
+
+    jax = jax_backend
+    scale, log_scale, _ = log_difference_sweep(name)
+    f = jax.jit(lambda s, t: log_difference(s, t, jax.numpy))
+    got = np.asarray(f(jax.numpy.asarray(scale), jax.numpy.asarray(log_scale)))
+    assert np.max(log_difference_errors(got, name)) <= 1
+
+
+@pytest.mark.parametrize("name", ["float32", "float64"])
+def test_log_difference_under_torch_compile_is_accurate(torch_backend, xp, name):
+    from kullback._double_word import log_difference
+    from tests.reference.normal import log_difference_sweep
+
+    torch = torch_backend
+    scale, log_scale, _ = log_difference_sweep(name)
+    f = torch.compile(lambda s, t: log_difference(s, t, xp), fullgraph=True)
+    got = f(torch.from_numpy(scale), torch.from_numpy(log_scale)).numpy()
+    assert np.max(log_difference_errors(got, name)) <= 1
+
+
+def test_mixed_kl_under_jit_and_grad(jax_backend):
+    """Scale vs log-scale under jit, value and gradients, equal to eager."""
+    jax = jax_backend
+    loc_p, log_p, loc_q, log_q = (jax.numpy.asarray(a) for a in data())
+
+    def kl(a, s, b, lt):
+        return kb.kl_divergence(kb.Normal(a, s), kb.Normal(b, log_scale=lt), axis=-1).sum()
+
+    args = (loc_p, jax.numpy.exp(log_p), loc_q, log_q)
+    np.testing.assert_allclose(jax.jit(kl)(*args), kl(*args), rtol=1e-14)
+    eager = jax.grad(kl, argnums=(1, 3))(*args)
+    for got, want in zip(jax.jit(jax.grad(kl, argnums=(1, 3)))(*args), eager, strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-13)

@@ -141,3 +141,32 @@ def normal_sweep(
         loc_p[kept], loc_q[kept], p_param[kept], q_param[kept], p_by_log, q_by_log,
         tuple(exact), np.asarray(ratios), np.asarray(logs_of_scale),
     )  # fmt: skip
+
+
+@functools.cache
+def log_difference_sweep(dtype_name: str, size: int = 1200, seed: int = 0):
+    """``(scale, log_scale, exact)`` with ``r = log(scale) - log_scale`` of both signs.
+
+    ``log(scale)`` is drawn uniformly over the dtype's normal range (a quarter on [-3, 3]),
+    ``|r|`` as ``10**U(-12, 1)``; ``log_scale`` is the float nearest ``log(scale) - r``, so
+    the realized ``r`` of the exact inputs (returned, as mpf) differs from the target where
+    that rounding exceeds it (in float32, below about ``ulp(log scale)``).  Plus exact
+    equality ``scale = 1``, ``log_scale = 0``, and rows at the edges of the range.
+    """
+    dtype = np.dtype(dtype_name).type
+    info = np.finfo(dtype)
+    rng = np.random.default_rng([seed, np.dtype(dtype_name).itemsize])
+    log_s = rng.uniform(np.log(float(info.tiny)), np.log(float(info.max)), size)
+    log_s[: size // 4] = rng.uniform(-3, 3, size // 4)
+    with np.errstate(all="ignore"):
+        scale = np.exp(log_s).astype(dtype)
+    edges = np.array([info.tiny, info.max, 1.0, 2.0, 0.5], dtype=dtype)
+    scale = np.concatenate([edges, scale[np.isfinite(scale) & (scale >= info.tiny)]])
+    target = rng.choice([-1.0, 1.0], len(scale)) * 10.0 ** rng.uniform(-12, 1, len(scale))
+    target[2] = 0.0
+    with mpmath.workdps(DIGITS):
+        logs = [mpmath.log(mpmath.mpf(float(s))) for s in scale]
+        log_scale = np.array([float(x - t) for x, t in zip(logs, target, strict=True)])
+        log_scale = log_scale.astype(dtype)
+        exact = tuple(x - mpmath.mpf(float(v)) for x, v in zip(logs, log_scale, strict=True))
+    return scale, log_scale, exact

@@ -25,9 +25,10 @@ and ``expm1`` do (some are several ulp off; none is relied on for small argument
 * ``log_scale`` vs ``log_scale``: ``r = log_s - log_t``, exact when close.  When the
   log-scales differ a lot their difference is rounded, and ``e**(2r)`` amplifies that
   rounding by ``2|r|``: the problem itself is that ill-conditioned in the log-scales.
-* mixed: ``r = log(s) - log_t`` (or ``log_s - log(t)``) with :func:`_log`.  The rounding
-  of ``log(s)`` is amplified by about ``2|log s| / |r|`` near equality: the known gap of
-  mixed parameterizations (a double-word ``exp`` or ``log`` would remove it).
+* mixed: ``r = log(s) - log_t`` (or ``log_s - log(t)``) with
+  :func:`~kullback._double_word.log_difference`, which carries ``log(s)`` in double words
+  and cancels it against the log-scale exactly: about one unit of roundoff in ``r``
+  however small it is, where a rounded ``log(s)`` would be amplified by ``|log s| / |r|``.
 * ``d**2/2``: see :func:`_location_term`.
 
 Special values: NaN in, NaN out; a negative or infinite scale (outside the domain) gives
@@ -44,6 +45,7 @@ import math
 from typing import Any
 
 from .. import _namespace
+from .._double_word import log_difference
 from .._registry import register_kl
 from ..distributions import Normal
 from ..special import bounded_quotient, fusable_quotient, half_expm1mx, mask
@@ -174,22 +176,18 @@ def _far_apart_term(scale_p: Any, scale_q: Any, xp: Any) -> Any:
     return (0.5 * ratio) * ratio - (0.5 + log_ratio)
 
 
-def _log(scale: Any, xp: Any) -> Any:
-    """``log(scale)`` to about one ulp on every backend, via ``log1p`` of a non-negative
-    argument that is exact or rounded once: ``s - 1`` for ``s >= 1``, and
-    ``-log1p((1 - s)/s)`` for ``s < 1`` (``1 - s`` is exact near 1).  NumPy's float32
-    ``log`` is up to 3.6 ulp off on [1/2, 1], and JAX's ``log1p`` up to 122 ulp for negative
-    arguments."""
-    at_least_one = mask(scale >= 1, scale.dtype, xp)
-    argument = at_least_one * (scale - 1.0) + (1 - at_least_one) * ((1.0 - scale) / scale)
-    return (2.0 * at_least_one - 1.0) * xp.log1p(argument)
-
-
 def _log_scale_ratio(p: Normal, q: Normal, xp: Any) -> Any:
-    """``log(scale_p / scale_q)`` when at least one is given by its log."""
-    log_p = p.log_scale if p.log_scale is not None else _log(p.scale, xp)
-    log_q = q.log_scale if q.log_scale is not None else _log(q.scale, xp)
-    return log_p - log_q
+    """``log(scale_p / scale_q)`` when at least one is given by its log.
+
+    Two log-scales: their difference.  Mixed: :func:`~kullback._double_word.log_difference`,
+    which never rounds ``log(scale)``, so that near equality the result is not swamped by
+    that rounding amplified by ``|log scale| / |r|``.
+    """
+    if p.log_scale is not None and q.log_scale is not None:
+        return p.log_scale - q.log_scale
+    if p.log_scale is None:
+        return log_difference(p.scale, q.log_scale, xp)
+    return -log_difference(q.scale, p.log_scale, xp)
 
 
 def _location_term(p: Normal, q: Normal, xp: Any) -> Any:
