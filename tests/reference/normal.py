@@ -76,7 +76,6 @@ class NormalSweep:
     q_by_log: bool
     exact: tuple
     log_ratio: np.ndarray  # |log(scale_p/scale_q)|, exact inputs, float64
-    log_of_scale: np.ndarray  # |log(scale)| of the one given by scale, for mixed parameterizations
 
     def kwargs(self, convert):
         p = {"log_scale" if self.p_by_log else "scale": convert(self.p_param)}
@@ -122,7 +121,7 @@ def normal_sweep(
     if not q_by_log:
         keep &= q_param >= tiny
     rows = np.flatnonzero(keep)
-    exact, kept, ratios, logs_of_scale = [], [], [], []
+    exact, kept, ratios = [], [], []
     max_value = np.finfo(dtype).max
     for i in rows:
         args = {"loc_p": float(loc_p[i]), "loc_q": float(loc_q[i])}
@@ -135,11 +134,10 @@ def normal_sweep(
             lp = float(p_param[i]) if p_by_log else float(mpmath.log(float(p_param[i])))
             lq = float(q_param[i]) if q_by_log else float(mpmath.log(float(q_param[i])))
             ratios.append(abs(lp - lq))
-            logs_of_scale.append(abs(lq) if p_by_log else abs(lp))
     kept = np.asarray(kept, dtype=np.intp)
     return NormalSweep(
         loc_p[kept], loc_q[kept], p_param[kept], q_param[kept], p_by_log, q_by_log,
-        tuple(exact), np.asarray(ratios), np.asarray(logs_of_scale),
+        tuple(exact), np.asarray(ratios),
     )  # fmt: skip
 
 

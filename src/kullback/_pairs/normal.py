@@ -133,7 +133,7 @@ def _near_equality_term(scale_p: Any, scale_q: Any, xp: Any) -> tuple[Any, Any]:
     numerator = scale_p + halved * scale_p  # s or 2s
     base = scale_q + doubled * scale_q  # t or 2t
     difference = numerator - base
-    excess = xp.clip(difference / base, -1.0, 2.0)
+    excess = bounded_quotient(difference, base, -1.0, 2.0, xp)
     u = fusable_quotient(excess, 2.0 + excess, -1.0, 1.0, xp)  # |u| <= 1 for valid scales
     w = u * u
     coefficients = _Q_FLOAT64 if dtype == xp.float64 else _Q_FLOAT32
