@@ -19,7 +19,10 @@ training optimum.  The seed is fixed.  Contenders, always on the same backend:
 
 Each group also times the same KL from log-scales (``log(scale)`` of the same inputs, as a
 VAE encoder outputs them): ``kullback (log_scale)`` against the naive formula written with
-``exp`` and, on torch, against ``torch.distributions`` fed ``exp(log_scale)``.
+``exp`` and, on torch, against ``torch.distributions`` fed ``exp(log_scale)``; and from mixed
+parameterizations, p by scale and q by log-scale (``kullback (mixed)``, which computes
+``log(scale_p) - log_scale_q`` in double words), against the naive formula (and
+``torch.distributions``) with ``scale_q = exp(log_scale_q)``.
 
 How it times
 ------------
@@ -82,6 +85,7 @@ CHECK_ATOL = 1e-5
 KULLBACK = "kullback"
 KULLBACK_PREBUILT = "kullback (prebuilt)"
 KULLBACK_LOG = "kullback (log_scale)"
+KULLBACK_MIXED = "kullback (mixed)"
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,18 @@ def kullback_normal_kl_from_log_scales(mp: Any, lp: Any, mq: Any, lq: Any) -> An
     return kb.kl_divergence(kb.Normal(mp, log_scale=lp), kb.Normal(mq, log_scale=lq))
 
 
+def kullback_normal_kl_mixed(mp: Any, sp: Any, mq: Any, lq: Any) -> Any:
+    """p by scale, q by log-scale: the double-word ``log(scale_p) - log_scale_q`` path."""
+    return kb.kl_divergence(kb.Normal(mp, sp), kb.Normal(mq, log_scale=lq))
+
+
+def naive_normal_kl_mixed(
+    mp: Any, sp: Any, mq: Any, lq: Any, log: Callable[[Any], Any], exp: Callable[[Any], Any]
+) -> Any:
+    """The textbook formula with ``scale_q = exp(log_scale_q)``."""
+    return naive_normal_kl(mp, sp, mq, exp(lq), log)
+
+
 def log_scales(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
     """(loc_p, log_scale_p, loc_q, log_scale_q) in float32 from the scale inputs."""
     mp, sp, mq, sq = arrays
@@ -172,6 +188,12 @@ def numpy_contenders(arrays: Sequence[np.ndarray]) -> list[Contender]:
             "naive formula (log-scales)",
             lambda: naive_normal_kl_from_log_scales(mp, lp, mq, lq, np.exp),
             KULLBACK_LOG,
+        ),
+        Contender(KULLBACK_MIXED, lambda: kullback_normal_kl_mixed(mp, sp, mq, lq), None),
+        Contender(
+            "naive formula (mixed)",
+            lambda: naive_normal_kl_mixed(mp, sp, mq, lq, np.log, np.exp),
+            KULLBACK_MIXED,
         ),
     ]
 
@@ -214,6 +236,13 @@ def torch_contenders(torch: ModuleType, arrays: Sequence[np.ndarray]) -> list[Co
             KULLBACK_LOG,
             finish,
         ),
+        Contender(KULLBACK_MIXED, lambda: kullback_normal_kl_mixed(mp, sp, mq, lq), None, finish),
+        Contender(
+            "torch.distributions (mixed: scale_q = exp(log_scale_q))",
+            lambda: kl_divergence(Normal(mp, sp), Normal(mq, torch.exp(lq))),
+            KULLBACK_MIXED,
+            finish,
+        ),
     ]
 
 
@@ -229,10 +258,20 @@ def jax_contenders(jax: ModuleType, arrays: Sequence[np.ndarray], *, jit: bool) 
     def naive_log(mp: Any, lp: Any, mq: Any, lq: Any) -> Any:
         return naive_normal_kl_from_log_scales(mp, lp, mq, lq, jnp.exp)
 
-    fns = [kullback_normal_kl, naive, kullback_normal_kl_from_log_scales, naive_log]
+    def naive_mixed(mp: Any, sp: Any, mq: Any, lq: Any) -> Any:
+        return naive_normal_kl_mixed(mp, sp, mq, lq, jnp.log, jnp.exp)
+
+    fns = [
+        kullback_normal_kl,
+        naive,
+        kullback_normal_kl_from_log_scales,
+        naive_log,
+        kullback_normal_kl_mixed,
+        naive_mixed,
+    ]
     if jit:
         fns = [jax.jit(f) for f in fns]
-    kullback_fn, naive_fn, kullback_log_fn, naive_log_fn = fns
+    kullback_fn, naive_fn, kullback_log_fn, naive_log_fn, kullback_mixed_fn, naive_mixed_fn = fns
     return [
         Contender(KULLBACK, lambda: kullback_fn(mp, sp, mq, sq).block_until_ready(), None),
         Contender("naive formula", lambda: naive_fn(mp, sp, mq, sq).block_until_ready(), KULLBACK),
@@ -241,6 +280,14 @@ def jax_contenders(jax: ModuleType, arrays: Sequence[np.ndarray], *, jit: bool) 
             "naive formula (log-scales)",
             lambda: naive_log_fn(mp, lp, mq, lq).block_until_ready(),
             KULLBACK_LOG,
+        ),
+        Contender(
+            KULLBACK_MIXED, lambda: kullback_mixed_fn(mp, sp, mq, lq).block_until_ready(), None
+        ),
+        Contender(
+            "naive formula (mixed)",
+            lambda: naive_mixed_fn(mp, sp, mq, lq).block_until_ready(),
+            KULLBACK_MIXED,
         ),
     ]
 

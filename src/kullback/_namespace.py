@@ -18,6 +18,7 @@ import array_api_compat
 __all__ = [
     "Resolved",
     "compiles_with_xla",
+    "converts_bool_slowly",
     "errstate",
     "finalize",
     "flushes_subnormals",
@@ -229,6 +230,12 @@ def eager_slice_size(xp: Any, device: Any) -> int | None:
 def compiles_with_xla(xp: Any) -> bool:
     """JAX, whose arrays are computed by XLA, eagerly or under ``jax.jit``."""
     return xp.__name__.startswith("jax")
+
+
+def converts_bool_slowly(xp: Any) -> bool:
+    """PyTorch, whose ``bool`` to floating-point conversion is several times slower than
+    going through ``uint8`` (see :func:`kullback.special.mask`)."""
+    return xp.__name__ == "array_api_compat.torch"
 
 
 def flushes_subnormals(xp: Any) -> bool:

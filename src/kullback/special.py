@@ -44,8 +44,12 @@ def mask(condition: Any, dtype: Any, xp: Any) -> Any:
 
     On eager CPU backends this is several times cheaper than ``where`` (measured 2.6 ms
     against 0.25 ms for 10**6 float32 in NumPy); gradients flow as through ``where``, and
-    both ``a`` and ``b`` must be finite wherever they are not selected.
+    both ``a`` and ``b`` must be finite wherever they are not selected.  PyTorch converts
+    ``bool`` to floating point slowly and ``uint8`` fast (measured 24 us against 3 + 6 us for
+    2**17 elements on the CPU), so there the mask goes through ``uint8``.
     """
+    if _namespace.converts_bool_slowly(xp):
+        condition = xp.astype(condition, xp.uint8)
     return xp.astype(condition, dtype)
 
 
