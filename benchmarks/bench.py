@@ -22,7 +22,10 @@ VAE encoder outputs them): ``kullback (log_scale)`` against the naive formula wr
 ``exp`` and, on torch, against ``torch.distributions`` fed ``exp(log_scale)``; and from mixed
 parameterizations, p by scale and q by log-scale (``kullback (mixed)``, which computes
 ``log(scale_p) - log_scale_q`` in double words), against the naive formula (and
-``torch.distributions``) with ``scale_q = exp(log_scale_q)``.
+``torch.distributions``) with ``scale_q = exp(log_scale_q)``; and a VAE's KL term, p by
+log-scale against the prior ``kb.Normal(0.0, 1.0)`` (``kullback (prior N(0, 1))``), against
+the closed form ``(exp(2 log_scale) + loc**2 - 1 - 2 log_scale) / 2`` (and, on torch,
+``torch.distributions`` against ``Normal(0.0, 1.0)``).
 
 How it times
 ------------
@@ -86,6 +89,7 @@ KULLBACK = "kullback"
 KULLBACK_PREBUILT = "kullback (prebuilt)"
 KULLBACK_LOG = "kullback (log_scale)"
 KULLBACK_MIXED = "kullback (mixed)"
+KULLBACK_PRIOR = "kullback (prior N(0, 1))"
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,16 @@ def kullback_normal_kl_mixed(mp: Any, sp: Any, mq: Any, lq: Any) -> Any:
     return kb.kl_divergence(kb.Normal(mp, sp), kb.Normal(mq, log_scale=lq))
 
 
+def kullback_normal_kl_to_prior(mp: Any, lp: Any) -> Any:
+    """A VAE's KL term: the encoder's Normal by log-scale, the prior ``N(0, 1)`` by scale."""
+    return kb.kl_divergence(kb.Normal(mp, log_scale=lp), kb.Normal(0.0, 1.0))
+
+
+def naive_normal_kl_to_prior(mp: Any, lp: Any, exp: Callable[[Any], Any]) -> Any:
+    """The VAE closed form, ``-(1 + 2 log_scale - loc**2 - exp(2 log_scale)) / 2``."""
+    return 0.5 * (exp(2 * lp) + mp * mp - 1 - 2 * lp)
+
+
 def naive_normal_kl_mixed(
     mp: Any, sp: Any, mq: Any, lq: Any, log: Callable[[Any], Any], exp: Callable[[Any], Any]
 ) -> Any:
@@ -194,6 +208,12 @@ def numpy_contenders(arrays: Sequence[np.ndarray]) -> list[Contender]:
             "naive formula (mixed)",
             lambda: naive_normal_kl_mixed(mp, sp, mq, lq, np.log, np.exp),
             KULLBACK_MIXED,
+        ),
+        Contender(KULLBACK_PRIOR, lambda: kullback_normal_kl_to_prior(mp, lp), None),
+        Contender(
+            "naive formula (prior)",
+            lambda: naive_normal_kl_to_prior(mp, lp, np.exp),
+            KULLBACK_PRIOR,
         ),
     ]
 
@@ -243,6 +263,13 @@ def torch_contenders(torch: ModuleType, arrays: Sequence[np.ndarray]) -> list[Co
             KULLBACK_MIXED,
             finish,
         ),
+        Contender(KULLBACK_PRIOR, lambda: kullback_normal_kl_to_prior(mp, lp), None, finish),
+        Contender(
+            "torch.distributions (prior: scale = exp(log_scale))",
+            lambda: kl_divergence(Normal(mp, torch.exp(lp)), Normal(0.0, 1.0)),
+            KULLBACK_PRIOR,
+            finish,
+        ),
     ]
 
 
@@ -261,6 +288,9 @@ def jax_contenders(jax: ModuleType, arrays: Sequence[np.ndarray], *, jit: bool) 
     def naive_mixed(mp: Any, sp: Any, mq: Any, lq: Any) -> Any:
         return naive_normal_kl_mixed(mp, sp, mq, lq, jnp.log, jnp.exp)
 
+    def naive_prior(mp: Any, lp: Any) -> Any:
+        return naive_normal_kl_to_prior(mp, lp, jnp.exp)
+
     fns = [
         kullback_normal_kl,
         naive,
@@ -268,10 +298,13 @@ def jax_contenders(jax: ModuleType, arrays: Sequence[np.ndarray], *, jit: bool) 
         naive_log,
         kullback_normal_kl_mixed,
         naive_mixed,
+        kullback_normal_kl_to_prior,
+        naive_prior,
     ]
     if jit:
         fns = [jax.jit(f) for f in fns]
-    kullback_fn, naive_fn, kullback_log_fn, naive_log_fn, kullback_mixed_fn, naive_mixed_fn = fns
+    kullback_fn, naive_fn, kullback_log_fn, naive_log_fn = fns[:4]
+    kullback_mixed_fn, naive_mixed_fn, kullback_prior_fn, naive_prior_fn = fns[4:]
     return [
         Contender(KULLBACK, lambda: kullback_fn(mp, sp, mq, sq).block_until_ready(), None),
         Contender("naive formula", lambda: naive_fn(mp, sp, mq, sq).block_until_ready(), KULLBACK),
@@ -288,6 +321,12 @@ def jax_contenders(jax: ModuleType, arrays: Sequence[np.ndarray], *, jit: bool) 
             "naive formula (mixed)",
             lambda: naive_mixed_fn(mp, sp, mq, lq).block_until_ready(),
             KULLBACK_MIXED,
+        ),
+        Contender(KULLBACK_PRIOR, lambda: kullback_prior_fn(mp, lp).block_until_ready(), None),
+        Contender(
+            "naive formula (prior)",
+            lambda: naive_prior_fn(mp, lp).block_until_ready(),
+            KULLBACK_PRIOR,
         ),
     ]
 
@@ -482,8 +521,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         "\nkullback / peer: the matching kullback contender's median over the peer's "
         "(< 1: kullback is faster). 'td (prebuilt, no construction)' is compared with "
-        "'kullback (prebuilt)', the log-scale peers with 'kullback (log_scale)', every other "
-        "peer with 'kullback'. IQR: interquartile range of the samples, in % of the median."
+        "'kullback (prebuilt)', the log-scale peers with 'kullback (log_scale)', the mixed "
+        "ones with 'kullback (mixed)', the prior ones with 'kullback (prior N(0, 1))', every "
+        "other peer with 'kullback'. IQR: interquartile range of the samples, in % of the "
+        "median."
     )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

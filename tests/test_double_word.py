@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import mpmath
 import numpy as np
+import pytest
 
 from kullback import _namespace
 from kullback._double_word import log_difference as _log_difference
+from kullback._double_word import smaller_than_result
 from tests.conftest import assert_array, dtype_name
 from tests.reference.normal import log_difference_sweep, ulp_errors
 
@@ -21,15 +23,7 @@ def log_difference(scale, log_scale, xp):
         return _log_difference(scale, log_scale, xp)
 
 
-def test_log_difference_within_one_ulp(backend, xp, dtype):
-    """Within 1 ulp of r (plus, in float32, the floor above) for |r| from 1e-12 to 10 and
-    |log scale| up to the dtype's limit: a rounded log(scale) would be off by up to
-    |log scale| / |r| units of roundoff."""
-    name = dtype_name(dtype)
-    scale, log_scale, exact = log_difference_sweep(name)
-    result = log_difference(backend.asarray(scale, dtype), backend.asarray(log_scale, dtype), xp)
-    assert_array(result, xp=xp, dtype=dtype, shape=scale.shape)
-    got = backend.to_numpy(result)
+def assert_within_one_ulp(got, scale, log_scale, exact, name):
     errors = ulp_errors(got, list(exact), np.dtype(name).type)
     allowed = np.ones(len(exact))
     if name == "float32":
@@ -43,12 +37,44 @@ def test_log_difference_within_one_ulp(backend, xp, dtype):
     )
 
 
-def test_log_difference_special_values(backend, dtype):
+def test_log_difference_within_one_ulp(backend, xp, dtype):
+    """Within 1 ulp of r (plus, in float32, the floor above) for |r| from 1e-12 to 10 and
+    |log scale| up to the dtype's limit: a rounded log(scale) would be off by up to
+    |log scale| / |r| units of roundoff."""
+    name = dtype_name(dtype)
+    scale, log_scale, exact = log_difference_sweep(name)
+    result = log_difference(backend.asarray(scale, dtype), backend.asarray(log_scale, dtype), xp)
+    assert_array(result, xp=xp, dtype=dtype, shape=scale.shape)
+    assert_within_one_ulp(backend.to_numpy(result), scale, log_scale, exact, name)
+
+
+def test_log_difference_with_a_broadcast_scale(backend, xp, dtype):
+    """A scale with fewer elements than the result takes the three-word path (log(scale)
+    summed first, on its own shape): the same bound, in every column."""
+    name = dtype_name(dtype)
+    scale, log_scale, exact = log_difference_sweep(name)
+    scale_column = backend.asarray(scale[:, None], dtype)
+    log_scales = backend.asarray(np.stack([log_scale, log_scale], axis=1), dtype)
+    assert smaller_than_result(scale_column, log_scales)
+    result = log_difference(scale_column, log_scales, xp)
+    assert_array(result, xp=xp, dtype=dtype, shape=(len(scale), 2))
+    got = backend.to_numpy(result)
+    for column in range(2):
+        assert_within_one_ulp(got[:, column], scale, log_scale, exact, name)
+
+
+@pytest.mark.parametrize("broadcast", [False, True], ids=["pieces", "words"])
+def test_log_difference_special_values(backend, dtype, broadcast):
     scale = np.array([0.0, -1.0, np.inf, np.nan, 1.0, 1.0, 1.0, 1.0])
     log_scale = np.array([0.0, 0.0, 0.0, 0.0, np.nan, np.inf, -np.inf, 0.0])
+    if broadcast:
+        scale, log_scale = scale[:, None], np.stack([log_scale, log_scale], axis=1)
     got = backend.to_numpy(
         log_difference(backend.asarray(scale, dtype), backend.asarray(log_scale, dtype), backend.xp)
     )
+    if broadcast:
+        np.testing.assert_array_equal(got[:, 0], got[:, 1])
+        got = got[:, 0]
     largest = float(np.finfo(dtype_name(dtype)).max)
     assert got[0] == -np.inf
     assert np.all(np.isnan(got[1:5]))

@@ -63,6 +63,32 @@ def test_accuracy_against_mpmath(backend, xp, dtype, parameterization):
     )
 
 
+@pytest.mark.parametrize("parameterization", ["scale-log", "log-scale"])
+def test_mixed_accuracy_with_a_broadcast_scale(backend, xp, dtype, parameterization):
+    """A scale shared along an axis (a prior, a per-feature scale) against log-scales: the
+    words of log(scale) are summed on the scale's own shape first; same bounds."""
+    p_by_log, q_by_log = PARAMETERIZATIONS[parameterization]
+    name = dtype_name(dtype)
+    s = normal_sweep(name, p_by_log, q_by_log)
+
+    def columns(values, shared):  # (n, 1) for the scale, (n, 2) for everything else
+        return values[:, None] if shared else np.stack([values, values], axis=1)
+
+    p = normal(backend, dtype, columns(s.loc_p, False), columns(s.p_param, not p_by_log), p_by_log)
+    q = normal(backend, dtype, columns(s.loc_q, False), columns(s.q_param, not q_by_log), q_by_log)
+    result = kb.kl_divergence(p, q)
+    assert_array(result, xp=xp, dtype=dtype, shape=(len(s.loc_p), 2))
+    got = backend.to_numpy(result)
+    allowed = allowed_ulps(s)
+    for column in range(2):
+        errors = ulp_errors(got[:, column], list(s.exact), np.dtype(name).type)
+        worst = int(np.argmax(errors - allowed))
+        assert errors[worst] <= allowed[worst], (
+            f"{errors[worst]:.2f} ulp (allowed {allowed[worst]:.2f}) at p={s.p_param[worst]!r}, "
+            f"q={s.q_param[worst]!r}"
+        )
+
+
 @pytest.mark.parametrize("parameterization", list(PARAMETERIZATIONS))
 def test_exactly_zero_for_identical(backend, dtype, parameterization):
     p_by_log, q_by_log = PARAMETERIZATIONS[parameterization]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 
 import kullback as kb
+from kullback._registry import shared_across_slices
 from tests.conftest import assert_array
 
 
@@ -70,3 +73,65 @@ def test_large_batches_evaluate_in_slices_identically(backend, xp, dtype, monkey
     whole = backend.to_numpy(kb.kl_divergence(p, q, axis=-1))
     np.testing.assert_array_equal(sliced, whole)
     assert sliced.shape == (300,)
+
+
+class Counted(kb.Distribution):
+    """A pair whose KL counts the work it shares across the slices of one evaluation."""
+
+    _parameter_names = ("value",)
+    calls: ClassVar[list[int]] = []
+
+    def __init__(self, value):
+        super().__init__(value=value)
+
+
+@kb.register_kl(Counted, Counted)
+def _kl_counted(p, q, *, xp):
+    def compute():
+        Counted.calls.append(1)
+        return 2.0 * q.value
+
+    return p.value - shared_across_slices(q.value, "doubled", compute)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["broadcast q", "sliced q"])
+def test_work_on_broadcast_parameters_is_shared_across_slices(backend, dtype, monkeypatch, shared):
+    """A parameter passed whole to every slice is worked on once per evaluation; a sliced
+    one once per slice, each slice with its own values (no mix-up of arrays by id)."""
+    import kullback._registry as registry
+
+    monkeypatch.setattr(registry._namespace, "eager_slice_size", lambda xp, device: 8)
+    rng = np.random.default_rng(1)
+    p_value = rng.normal(size=(40, 3))
+    q_value = rng.normal(size=(1, 3) if shared else (40, 3))
+    Counted.calls.clear()
+    got = kb.kl_divergence(
+        Counted(backend.asarray(p_value, dtype)), Counted(backend.asarray(q_value, dtype))
+    )
+    np.testing.assert_allclose(backend.to_numpy(got), p_value - 2.0 * q_value, atol=1e-5)
+    assert len(Counted.calls) == (1 if shared else 20)
+    Counted.calls.clear()
+    kb.kl_divergence(
+        Counted(backend.asarray(p_value, dtype)), Counted(backend.asarray(q_value, dtype))
+    )
+    assert len(Counted.calls) == (1 if shared else 20)  # nothing kept between evaluations
+
+
+def test_mixed_normal_with_a_shared_scale_evaluates_in_slices_identically(
+    backend, dtype, monkeypatch
+):
+    """The VAE prior N(0, 1) by scale against log-scales: sliced, its log words are computed
+    once and shared; the values equal those of the whole batch."""
+    import kullback._registry as registry
+
+    rng = np.random.default_rng(6)
+    p = kb.Normal(
+        backend.asarray(rng.normal(size=(300, 64)), dtype),
+        log_scale=backend.asarray(0.1 * rng.normal(size=(300, 64)), dtype),
+    )
+    for prior in (kb.Normal(0.0, 1.0), kb.Normal(0.0, backend.asarray(np.full(64, 1.7), dtype))):
+        monkeypatch.setattr(registry._namespace, "eager_slice_size", lambda xp, device: 640)
+        sliced = backend.to_numpy(kb.kl_divergence(p, prior, axis=-1))
+        monkeypatch.setattr(registry._namespace, "eager_slice_size", lambda xp, device: None)
+        whole = backend.to_numpy(kb.kl_divergence(p, prior, axis=-1))
+        np.testing.assert_array_equal(sliced, whole)

@@ -196,6 +196,26 @@ def test_log_difference_under_torch_compile_is_accurate(torch_backend, xp, name)
     assert np.max(log_difference_errors(got, name)) <= 1
 
 
+@pytest.mark.parametrize("name", ["float32", "float64"])
+def test_log_difference_with_a_constant_scale_under_jit(jax_backend, name):
+    """A Python-scalar scale inside a jitted function (a prior N(0, s)) is a constant: XLA
+    folds its log words at compile time, and must not simplify away their error terms."""
+    from kullback._double_word import log_difference
+    from tests.reference.normal import log_difference_sweep, ulp_errors
+
+    jax = jax_backend
+    scale, log_scale, exact = log_difference_sweep(name)
+    rows = np.linspace(0, len(scale) - 1, 12).astype(int)
+    for i in rows:
+        constant = float(scale[i])
+        f = jax.jit(
+            lambda t, c=constant: log_difference(jax.numpy.asarray(c, t.dtype), t, jax.numpy)
+        )
+        got = np.asarray(f(jax.numpy.asarray(np.full(3, log_scale[i]))))
+        errors = ulp_errors(got, [exact[i]] * 3, np.dtype(name).type)
+        assert np.max(errors) <= 1, (constant, log_scale[i], got)
+
+
 def test_mixed_kl_under_jit_and_grad(jax_backend):
     """Scale vs log-scale under jit, value and gradients, equal to eager."""
     jax = jax_backend

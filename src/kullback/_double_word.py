@@ -12,8 +12,10 @@ Only standard elementwise functions are used; no Python control flow on values.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from . import _namespace
 from .special import mask
 
 __all__: list[str] = []
@@ -129,10 +131,44 @@ def log_difference(scale: Any, log_scale: Any, xp: Any) -> Any:
     of 19 operations each are most of it: the double-word series needs 6 levels in float64
     and float32 alike).  Fused (``jax.jit``) this is cheap; eagerly each is a pass over
     the data.
+
+    All of that depends on ``s`` alone.  Where ``s`` has fewer elements than the result (a
+    prior ``N(0, 1)`` or a per-feature scale against a batch of log-scales), the pieces are
+    first summed, on the shape of ``s``, into three non-overlapping words
+    ``log s = H + M + T`` (error about ``u**3 |log s|``), and only
+    ``(H - L) + M + T``, by two TwoSums (15 operations), is done per element of the result:
+    ``H - L`` is exact wherever ``r`` is small (Sterbenz), so that the result is again
+    rounded about once.
+    """
+    if smaller_than_result(scale, log_scale):
+        return subtract_from_words(log_words(scale, xp), log_scale, xp)
+    return _subtract_from_pieces(_log_pieces(scale, xp), log_scale, xp)
+
+
+def log_words(scale: Any, xp: Any) -> tuple[Any, Any, Any]:
+    """``log(scale)`` as three non-overlapping words ``H + M + T``, at the shape of ``scale``."""
+    return _three_words(_log_pieces(scale, xp))
+
+
+def smaller_than_result(scale: Any, log_scale: Any) -> bool:
+    """Whether ``scale`` broadcasts to more elements than it has (shapes known, static)."""
+    try:
+        result = _namespace.broadcast_shapes(
+            [("scale", scale.shape), ("log_scale", log_scale.shape)]
+        )
+        return math.prod(scale.shape) < math.prod(result)
+    except TypeError:  # unknown (None) dimensions: no saving can be shown
+        return False
+
+
+def _log_pieces(scale: Any, xp: Any) -> tuple[Any, tuple[Any, ...], Any, Any]:
+    """``log(s) = leading + sum(large) + small``, with ``special`` 0, or -inf for ``s = 0``.
+
+    ``leading`` is exact and the largest; ``large`` decrease roughly in magnitude; ``small``
+    is below the target precision.  See :func:`log_difference`.
     """
     dtype = scale.dtype
     is_float64 = dtype == xp.float64
-    finfo = xp.finfo(dtype)
     digits = 53 if is_float64 else 24
     factor = float(2 ** ((digits + 1) // 2) + 1)  # Veltkamp's splitter
     ln2 = _LN2_FLOAT64 if is_float64 else _LN2_FLOAT32
@@ -180,21 +216,60 @@ def log_difference(scale: Any, log_scale: Any, xp: Any) -> Any:
     a2 = a2 + (f1 * w2 + (f2 + f3) * w1)
     t1, t2 = _two_product(a1, r1, factor, zero)
     t2 = t2 + (a1 * r2 + a2 * r1)
-    # L = +-inf would make the TwoSums NaN: cap it at the largest float (r = -+max)
-    largest = float(finfo.max)
-    # exact where r is small (Sterbenz), but not where r is large: a TwoSum keeps the error
-    total, low = _two_sum(k * ln2[0], -xp.clip(log_scale, -largest, largest))
     large = (
         (2.0 * f1, t1, k * ln2[1])
         if is_float64
         else (2.0 * f1, t1, k * ln2[1], k * ln2[2], 2.0 * f2)
     )
+    small = (2.0 * f2 + t2) + k * ln2[2] if is_float64 else (2.0 * f3 + t2) + k * ln2[3]
+    # s = 0: -inf (the finite pieces are meaningless there); s < 0 is already NaN
+    positive = mask(scale > 0, dtype, xp)
+    return k * ln2[0], large, small, (positive - 1.0) / positive
+
+
+def _capped(log_scale: Any, xp: Any) -> Any:
+    """``-L`` with ``L = +-inf`` capped at the largest float (``r = -+max``): an infinite
+    ``L`` would make the TwoSums NaN."""
+    largest = float(xp.finfo(log_scale.dtype).max)
+    return -xp.clip(log_scale, -largest, largest)
+
+
+def _subtract_from_pieces(pieces: tuple[Any, ...], log_scale: Any, xp: Any) -> Any:
+    """``log(s) - L`` from the pieces, at the result's shape: the large pieces are added by
+    TwoSum to ``leading - L`` (exact where r is small), their errors kept apart."""
+    leading, large, small, special = pieces
+    total, low = _two_sum(leading, _capped(log_scale, xp))
     for piece in large:
         total, error = _two_sum(total, piece)
         low = low + error
-    small = (2.0 * f2, t2, k * ln2[2]) if is_float64 else (2.0 * f3, t2, k * ln2[3])
-    for piece in small:
-        low = low + piece
-    # s = 0: -inf (the finite value above is meaningless there); s < 0 is already NaN
-    positive = mask(scale > 0, dtype, xp)
-    return (total + low) + (positive - 1.0) / positive
+    return (total + (low + small)) + special
+
+
+def _three_words(pieces: tuple[Any, ...]) -> tuple[Any, Any, Any]:
+    """``leading + sum(large) + small`` as non-overlapping ``H + M + T``, ``H`` = fl(sum).
+
+    Each piece goes into ``H`` by TwoSum, whose error goes into ``M`` by TwoSum, whose error
+    goes into ``T``: only the additions to ``T`` round, at about ``u**3 |log s|``.  The
+    special value (``-inf`` for ``s = 0``) joins ``T`` last, where it cannot meet an
+    infinity of opposite sign.
+    """
+    leading, large, small, special = pieces
+    high, middle, tail = leading, 0.0 * leading, 0.0 * leading
+    for piece in (*large, small):
+        high, error = _two_sum(high, piece)
+        middle, error = _two_sum(middle, error)
+        tail = tail + error
+    # renormalize: |M| <= ulp(H)/2 and |T| <= ulp(M)/2, so that H is the rounded sum
+    high, error = _two_sum(high, middle)
+    middle, low = _two_sum(error, tail)
+    high, error = _two_sum(high, middle)
+    middle, low2 = _two_sum(error, low)
+    return high, middle, low2 + special
+
+
+def subtract_from_words(words: tuple[Any, Any, Any], log_scale: Any, xp: Any) -> Any:
+    """``(H + M + T) - L`` from :func:`log_words`: see :func:`log_difference`."""
+    high, middle, tail = words
+    total, error = _two_sum(high, _capped(log_scale, xp))
+    total, middle_error = _two_sum(total, middle)
+    return total + ((middle_error + tail) + error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import math
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -92,6 +93,30 @@ def _most_specific(type_p: type, type_q: type) -> KLFunction | None:
 # 8 to 10 ms in slices (NumPy and torch alike).
 
 
+# Parameters that broadcast along the leading axis are passed whole to every slice (the same
+# array object).  Work that depends on them alone is done once per evaluation, not once per
+# slice, through shared_across_slices: on 0-D arrays that work is all per-call overhead.
+_SHARED: contextvars.ContextVar[dict[tuple[int, str], tuple[Any, Any]] | None] = (
+    contextvars.ContextVar("kullback_shared_across_slices", default=None)
+)
+
+
+def shared_across_slices(array: Any, name: str, compute: Callable[[], Any]) -> Any:
+    """``compute()``, computed once per sliced evaluation for a given ``array`` and ``name``.
+
+    ``compute`` must depend on ``array`` alone (and on the namespace).  Outside a sliced
+    evaluation (compiled, lazy, GPU or small inputs) it is simply called.  The cache holds
+    ``array`` itself, so its ``id`` cannot be reused by another array meanwhile.
+    """
+    shared = _SHARED.get()
+    if shared is None:
+        return compute()
+    key = (id(array), name)
+    if key not in shared:
+        shared[key] = (array, compute())
+    return shared[key][1]
+
+
 def _slices(shape: tuple[Any, ...], slice_size: int) -> list[tuple[int, int]] | None:
     """Bounds along axis 0 for evaluating a batch of ``shape`` in slices, or None."""
     if not shape or any(not isinstance(n, int) for n in shape):
@@ -122,14 +147,18 @@ def _evaluate(
         return fn(p, q, xp=xp)
     ndim = len(resolved.shape)
     pieces = []
-    for start, stop in bounds:
-        p_rows = type(p)._from_parameters(
-            {k: _sliced(v, ndim, start, stop) for k, v in p.parameters.items()}
-        )
-        q_rows = type(q)._from_parameters(
-            {k: _sliced(v, ndim, start, stop) for k, v in q.parameters.items()}
-        )
-        pieces.append(fn(p_rows, q_rows, xp=xp))
+    token = _SHARED.set({})
+    try:
+        for start, stop in bounds:
+            p_rows = type(p)._from_parameters(
+                {k: _sliced(v, ndim, start, stop) for k, v in p.parameters.items()}
+            )
+            q_rows = type(q)._from_parameters(
+                {k: _sliced(v, ndim, start, stop) for k, v in q.parameters.items()}
+            )
+            pieces.append(fn(p_rows, q_rows, xp=xp))
+    finally:
+        _SHARED.reset(token)
     return xp.concat(pieces, axis=0)
 
 

@@ -45,8 +45,8 @@ import math
 from typing import Any
 
 from .. import _namespace
-from .._double_word import log_difference
-from .._registry import register_kl
+from .._double_word import log_difference, log_words, smaller_than_result, subtract_from_words
+from .._registry import register_kl, shared_across_slices
 from ..distributions import Normal
 from ..special import bounded_quotient, fusable_quotient, half_expm1mx, mask
 
@@ -186,8 +186,17 @@ def _log_scale_ratio(p: Normal, q: Normal, xp: Any) -> Any:
     if p.log_scale is not None and q.log_scale is not None:
         return p.log_scale - q.log_scale
     if p.log_scale is None:
-        return log_difference(p.scale, q.log_scale, xp)
-    return -log_difference(q.scale, p.log_scale, xp)
+        return _log_difference(p.scale, q.log_scale, xp)
+    return -_log_difference(q.scale, p.log_scale, xp)
+
+
+def _log_difference(scale: Any, log_scale: Any, xp: Any) -> Any:
+    """:func:`~kullback._double_word.log_difference`, with the words of ``log(scale)`` for a
+    scale that broadcasts (a prior ``N(0, 1)``) computed once, not once per slice."""
+    if not smaller_than_result(scale, log_scale):
+        return log_difference(scale, log_scale, xp)
+    words = shared_across_slices(scale, "log_words", lambda: log_words(scale, xp))
+    return subtract_from_words(words, log_scale, xp)
 
 
 def _location_term(p: Normal, q: Normal, xp: Any) -> Any:
