@@ -95,6 +95,22 @@ def test_torch_compile_fullgraph(torch_backend):
     torch.testing.assert_close(compiled(loc_p, log_p, loc_q, log_q), expected, rtol=0, atol=0)
 
 
+def test_torch_compile_on_the_first_call(torch_backend, monkeypatch):
+    """A compiled training step may be the first caller of kl_divergence: the pair lookup is
+    then traced too (it once used ``min`` with a key function, which broke fullgraph)."""
+    import kullback._registry as registry
+
+    torch = torch_backend
+    monkeypatch.setattr(registry, "_LOOKUP_CACHE", {})
+    loc, log_scale = (torch.tensor(a) for a in data()[:2])
+
+    def f(a, ls):
+        return kb.kl_divergence(kb.Normal(a, log_scale=ls), kb.Normal(0.0, 1.0), axis=-1)
+
+    compiled = torch.compile(f, fullgraph=True, backend="eager")(loc, log_scale)
+    torch.testing.assert_close(compiled, f(loc, log_scale), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("name", ["float32", "float64"])
 def test_torch_compile_inductor_is_accurate(torch_backend, name):
     """Inductor-compiled code (which lowers expm1 to exp(x) - 1) meets the eager bound."""

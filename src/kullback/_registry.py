@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextvars
 import math
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -76,14 +76,18 @@ def _lookup(type_p: type, type_q: type) -> KLFunction | None:
 
 
 def _most_specific(type_p: type, type_q: type) -> KLFunction | None:
-    matches = [
-        (type_p.__mro__.index(tp), type_q.__mro__.index(tq), fn)
-        for (tp, tq), fn in _REGISTRY.items()
-        if issubclass(type_p, tp) and issubclass(type_q, tq)
-    ]
-    if not matches:
-        return None
-    return min(matches, key=lambda m: (m[0] + m[1], m[0]))[2]
+    """The pair nearest along both MROs (by total distance, then p's).  Written as a plain
+    loop: torch.compile traces this on a first call inside a compiled function, and cannot
+    trace ``min`` with a ``key`` function (measured: ``fullgraph=True`` failed)."""
+    best: KLFunction | None = None
+    best_rank = (0, 0)
+    for (tp, tq), fn in _REGISTRY.items():
+        if issubclass(type_p, tp) and issubclass(type_q, tq):
+            distance_p, distance_q = type_p.__mro__.index(tp), type_q.__mro__.index(tq)
+            rank = (distance_p + distance_q, distance_p)
+            if best is None or rank < best_rank:
+                best, best_rank = fn, rank
+    return best
 
 
 # Eager CPU backends allocate a temporary per operation; with many operations on large
@@ -96,9 +100,9 @@ def _most_specific(type_p: type, type_q: type) -> KLFunction | None:
 # Parameters that broadcast along the leading axis are passed whole to every slice (the same
 # array object).  Work that depends on them alone is done once per evaluation, not once per
 # slice, through shared_across_slices: on 0-D arrays that work is all per-call overhead.
-_SHARED: contextvars.ContextVar[dict[tuple[int, str], tuple[Any, Any]] | None] = (
-    contextvars.ContextVar("kullback_shared_across_slices", default=None)
-)
+# One cache per thread that is evaluating in slices; a plain dict, which torch.compile can
+# trace (it cannot trace a ContextVar), and empty outside sliced evaluations.
+_SHARED: dict[int, dict[tuple[int, str], tuple[Any, Any]]] = {}
 
 
 def shared_across_slices(array: Any, name: str, compute: Callable[[], Any]) -> Any:
@@ -108,7 +112,9 @@ def shared_across_slices(array: Any, name: str, compute: Callable[[], Any]) -> A
     evaluation (compiled, lazy, GPU or small inputs) it is simply called.  The cache holds
     ``array`` itself, so its ``id`` cannot be reused by another array meanwhile.
     """
-    shared = _SHARED.get()
+    if not _SHARED:
+        return compute()
+    shared = _SHARED.get(threading.get_ident())
     if shared is None:
         return compute()
     key = (id(array), name)
@@ -147,7 +153,8 @@ def _evaluate(
         return fn(p, q, xp=xp)
     ndim = len(resolved.shape)
     pieces = []
-    token = _SHARED.set({})
+    thread = threading.get_ident()
+    _SHARED[thread] = {}
     try:
         for start, stop in bounds:
             p_rows = type(p)._from_parameters(
@@ -158,7 +165,7 @@ def _evaluate(
             )
             pieces.append(fn(p_rows, q_rows, xp=xp))
     finally:
-        _SHARED.reset(token)
+        del _SHARED[thread]
     return xp.concat(pieces, axis=0)
 
 
