@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import kullback as kb
 from tests.conftest import assert_array, dtype_name
-from tests.reference.normal import kl_normal, normal_sweep, ulp_errors
+from tests.reference.normal import kl_normal, normal_sweep, same_distribution_sweep, ulp_errors
 
 PARAMETERIZATIONS = {
     "scale-scale": (False, False),
@@ -61,6 +61,24 @@ def test_accuracy_against_mpmath(backend, xp, dtype, parameterization):
         f"{errors[worst]:.2f} ulp (allowed {allowed[worst]:.2f}) at loc_p={s.loc_p[worst]!r}, "
         f"loc_q={s.loc_q[worst]!r}, p={s.p_param[worst]!r}, q={s.q_param[worst]!r}"
     )
+
+
+@pytest.mark.parametrize("p_by_log", [False, True], ids=["scale-log", "log-scale"])
+def test_one_distribution_given_both_ways(backend, xp, dtype, p_by_log):
+    """A scale against its own rounded log (or a log-scale against its rounded exp): the
+    KL, about r**2 with |r| below an ulp of log(scale), within 4 ulp."""
+    name = dtype_name(dtype)
+    scale, log_scale, r = same_distribution_sweep(name)
+    sign = -1 if p_by_log else 1  # r = log(scale_p / scale_q)
+    with mpmath.workdps(60):
+        exact = [(mpmath.expm1(2 * sign * x) - 2 * sign * x) / 2 for x in r]
+    by_scale = kb.Normal(0.0, backend.asarray(scale, dtype))
+    by_log = kb.Normal(0.0, log_scale=backend.asarray(log_scale, dtype))
+    result = kb.kl_divergence(by_log, by_scale) if p_by_log else kb.kl_divergence(by_scale, by_log)
+    assert_array(result, xp=xp, dtype=dtype, shape=scale.shape)
+    errors = ulp_errors(backend.to_numpy(result), exact, np.dtype(name).type)
+    worst = int(np.argmax(errors))
+    assert errors[worst] <= 4, f"{errors[worst]:.2f} ulp at scale={scale[worst]!r}"
 
 
 @pytest.mark.parametrize("parameterization", ["scale-log", "log-scale"])

@@ -12,7 +12,11 @@ Only standard elementwise functions are used; no Python control flow on values.
 
 from __future__ import annotations
 
+import decimal
 import math
+import struct
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from . import _namespace
@@ -27,25 +31,60 @@ _LN2_FLOAT32 = (
     0.693145751953125, 1.4285906217992306e-06, 1.6198153929281034e-11, 3.562573724641692e-16,
 )  # fmt: skip
 
-# 2 atanh(f) = 2f + f w R(w), w = f**2, R(w) = sum_n 2 w**n / (2n + 3) (Taylor: on
-# |f| <= 0.1716 the terms fall by w <= 0.0295 each).  The leading terms, whose rounding would
-# exceed the target (2**-96 absolute in float64, 2**-57 in float32), are evaluated in double
-# words with coefficients split as (hi, lo); the rest in plain Horner.  The numbers of terms
-# are the lowest for which the measured error of r stays below one ulp of r for |r| >= 1e-12
-# (float64; 5 levels give 3 ulp) and for the float32 rows of the Normal sweep (4 levels give
-# 6 ulp at r = -1.96e-10).
-_DOUBLE_FLOAT64 = (
-    (0.6666666666666666, 3.700743415417188e-17), (0.4, -2.2204460492503132e-17),
-    (0.2857142857142857, 1.586032892321652e-17), (0.2222222222222222, 1.2335811384723961e-17),
-    (0.18181818181818182, -5.046468293750712e-18), (0.15384615384615385, -8.540177112501205e-18),
-)  # fmt: skip
-_PLAIN_FLOAT64 = tuple(2 / (2 * n + 3) for n in range(6, 18))
-_DOUBLE_FLOAT32 = (
-    (0.6666666865348816, -1.9868215517249155e-08), (0.4000000059604645, -5.9604645663569045e-09),
-    (0.2857142984867096, -1.277242400732348e-08), (0.2222222238779068, -1.6556845894299954e-09),
-    (0.1818181872367859, -5.418604231977042e-09), (0.1538461595773697, -5.7312159462696854e-09),
-)  # fmt: skip
-_PLAIN_FLOAT32 = tuple(2 / (2 * n + 3) for n in range(6, 9))
+# log m = log(i/256) + 2 atanh(f), with i the integer nearest 256 m and
+# f = (256 m - i)/(256 m + i), |f| <= 1/720.  The table holds log(i/256) in three words of the
+# dtype (computed here with Python's decimal module, to 80 digits).  m is in
+# [2**-0.5, 2**0.5] up to the backend's log2: the table has a margin of a few entries.
+_TABLE_SCALE = 256
+_TABLE_FIRST, _TABLE_LAST = 176, 368
+
+# 2 atanh(f) = 2f + f w R(w), w = f**2 <= 2**-19, R(w) = sum_n 2 w**n / (2n + 3).  Terms are
+# kept while they exceed the target (2**-125 absolute in float64, 2**-66 in float32, about
+# u**2 / 2**20: r is then within one ulp down to |r| ~ u |log s| / 2**10, the closeness of a
+# scale and the rounded log of it); the leading ones, whose plain rounding would exceed the
+# target, in double words with coefficients split as (hi, lo).
+_SERIES_TERMS = {True: (3, 3), False: (1, 2)}  # float64?: (double-word, plain) levels
+
+
+def _to_dtype(value: Decimal | Fraction, is_float64: bool) -> float:
+    """``value`` rounded to a float of the dtype (float32: via float64, which is harmless for
+    constants whose rounding error is kept by the next word)."""
+    x = float(value)
+    return x if is_float64 else struct.unpack("f", struct.pack("f", x))[0]
+
+
+def _log_table() -> dict[bool, tuple[tuple[float, ...], ...]]:
+    """``log(i/256)`` for ``i`` in ``[_TABLE_FIRST, _TABLE_LAST]`` as three word tuples, for
+    float64 (key True) and float32 (False).  Made at import (about 10 ms): torch.compile
+    cannot trace a cache that fills on first use."""
+    table: dict[bool, tuple[list[float], ...]] = {True: ([], [], []), False: ([], [], [])}
+    with decimal.localcontext() as context:
+        context.prec = 60
+        for i in range(_TABLE_FIRST, _TABLE_LAST + 1):
+            value = (Decimal(i) / Decimal(_TABLE_SCALE)).ln()
+            for is_float64, words in table.items():
+                rest = value
+                for word in words:
+                    word.append(_to_dtype(rest, is_float64))
+                    rest -= Decimal(word[-1])
+    return {key: tuple(tuple(word) for word in words) for key, words in table.items()}
+
+
+def _series_coefficients(
+    is_float64: bool,
+) -> tuple[tuple[tuple[float, float], ...], tuple[float, ...]]:
+    """``2/(2n + 3)``: the double-word ``(hi, lo)`` levels, then the plain ones."""
+    double, plain = _SERIES_TERMS[is_float64]
+    exact = [Fraction(2, 2 * n + 3) for n in range(double + plain)]
+    split = []
+    for c in exact[:double]:
+        hi = _to_dtype(c, is_float64)
+        split.append((hi, _to_dtype(c - Fraction(hi), is_float64)))
+    return tuple(split), tuple(_to_dtype(c, is_float64) for c in exact[double:])
+
+
+_LOG_TABLE = _log_table()
+_SERIES = {is_float64: _series_coefficients(is_float64) for is_float64 in (True, False)}
 
 
 def _two_sum(a: Any, b: Any) -> tuple[Any, Any]:
@@ -103,34 +142,37 @@ def log_difference(scale: Any, log_scale: Any, xp: Any) -> Any:
 
     Notes
     -----
-    With ``k`` an integer near ``log2 s`` and ``m = s 2**-k`` (exact, in ``[0.7, 1.42]``),
-    ``e = m - 1`` (exact) and ``f = e/(2 + e)``,
+    With ``k`` an integer near ``log2 s``, ``m = s 2**-k`` (exact, in ``[0.7, 1.42]``), ``i``
+    the integer nearest ``256 m``, ``delta = 256 m - i`` (exact, ``|delta| <= 1/2``) and
+    ``f = delta / (256 m + i)`` (``|f| <= 1/720``),
 
     .. math::
 
-        r = (k \ln 2_1 - L) + 2f + f w R(w) + k(\ln 2_2 + \ln 2_3 + \dots),
-        \qquad w = f^2,
+        r = (k \ln 2_1 - L) + \log\frac{i}{256} + 2f + f w R(w)
+            + k(\ln 2_2 + \ln 2_3 + \dots), \qquad w = f^2,
 
-    since ``log m = 2 atanh(f)``.  ``k ln2_1`` is exact and so is its difference with ``L``
-    wherever ``r`` is small (Sterbenz); ``f`` is carried as ``f1 + f2`` (float64) or
-    ``f1 + f2 + f3`` (float32) from the exact residual ``e - f1 (2 + e) = (e - 2 f1) - f1 e``
-    (TwoProduct); ``f w R(w)`` in double words; and the large pieces are added by TwoSum, so
-    the cancellation of ``k ln 2 + log m`` against ``L`` is exact, and the result is rounded
-    about once.  No backend ``log`` is relied on (``log2`` only picks ``k``; any nearby
-    integer serves).
+    since ``log(256 m / i) = 2 atanh(f)``.  ``k ln2_1`` is exact and so is its difference
+    with ``L`` wherever ``r`` is small (Sterbenz); ``log(i/256)`` comes from a table (``take``)
+    of three words per entry; ``f`` is carried in three words, from residuals made exact by
+    TwoProduct; ``f w R(w)`` (below ``2**-28``) in double words, with 3 double-word and 3
+    plain levels of ``R`` in float64, 1 and 2 in float32; the pieces are added by TwoSum,
+    so the cancellation against ``L`` is exact and the result is rounded about once.  So
+    ``log s`` is carried to about ``2**-125`` (float64) or ``2**-66`` (float32), far
+    enough for ``r`` to be correct to an ulp even for a scale against its own rounded log,
+    where ``|r|`` is below an ulp of ``log s`` (about ``1e-17`` in float64): two words
+    (``2**-106``) are 10**5 ulp off there.  No backend ``log`` is relied on (``log2`` only
+    picks ``k``; any nearby integer serves).
 
-    Measured against mpmath on exact float inputs with ``1e-12 <= |r| <= 10`` and
-    ``|log s|`` up to the dtype's limit: at most 0.5 ulp in float64; in float32 at most
-    0.6 ulp on that sweep, but the float32 words carry ``log m`` only to about ``2**-55``
-    absolute (measured 2.2 ulp of r at ``r = -1.96e-10``, ``s = 2.735742``), so below
-    ``|r| ~ 1e-9`` that floor, not the rounding of ``r``, bounds the error.
+    Measured against mpmath on exact float inputs: at most 0.50 ulp in float32 and float64,
+    both on a sweep of ``1e-12 <= |r| <= 10`` with ``|log s|`` up to the dtype's limit and
+    on scales against their own rounded logs (``|r|`` down to ``1e-20`` in float64), on
+    NumPy, PyTorch and JAX, also under ``jax.jit`` and ``torch.compile``.
 
-    Cost, counted as jaxpr equations (elementwise operations; constants folded): 386 in
-    float64, 411 in float32, of which 2 ``pow``, 1 ``log2``, 1 ``round``, 1 ``floor``,
-    2 ``clip``, 4-5 divisions, the rest additions and multiplications (ten TwoProducts
-    of 19 operations each are most of it: the double-word series needs 6 levels in float64
-    and float32 alike).  Fused (``jax.jit``) this is cheap; eagerly each is a pass over
-    the data.
+    Cost, counted as jaxpr equations (elementwise operations): 361 in float64, 301 in
+    float32, of which 2 ``pow``, 1 ``log2``, 1 ``round``, 1 ``floor``, 3 ``take``, 5
+    divisions, the rest additions and multiplications (TwoProducts of 19 operations each
+    are most of it).  Fused (``jax.jit``) this is cheap; eagerly each is a pass over the
+    data.
 
     All of that depends on ``s`` alone.  Where ``s`` has fewer elements than the result (a
     prior ``N(0, 1)`` or a per-feature scale against a batch of log-scales), the pieces are
@@ -164,64 +206,76 @@ def smaller_than_result(scale: Any, log_scale: Any) -> bool:
 def _log_pieces(scale: Any, xp: Any) -> tuple[Any, tuple[Any, ...], Any, Any]:
     """``log(s) = leading + sum(large) + small``, with ``special`` 0, or -inf for ``s = 0``.
 
-    ``leading`` is exact and the largest; ``large`` decrease roughly in magnitude; ``small``
-    is below the target precision.  See :func:`log_difference`.
+    ``leading`` is exact and the largest; ``small`` is below the target precision.  See
+    :func:`log_difference`.
     """
     dtype = scale.dtype
     is_float64 = dtype == xp.float64
     digits = 53 if is_float64 else 24
     factor = float(2 ** ((digits + 1) // 2) + 1)  # Veltkamp's splitter
     ln2 = _LN2_FLOAT64 if is_float64 else _LN2_FLOAT32
+    # A constant scale (a Python scalar under jax.jit) would let XLA fold and simplify the
+    # error-free transformations below: its log is computed at run time instead.
+    scale = _namespace.opaque(scale, xp)
     # k in [smallest exponent - 1, largest]: finite for s = 0 and s = inf (which then give
     # m = 0 and m = inf); 2**-k in two factors, neither of which overflows.
     lowest = -float(digits + 1021 if is_float64 else digits + 125)
     k = xp.clip(xp.round(xp.log2(scale)), lowest, 1024.0 if is_float64 else 128.0)
     k_half = xp.floor(0.5 * k)
-    m = (scale * 2.0 ** (-k_half)) * 2.0 ** (k_half - k)
-    e = m - 1.0  # exact: 1/2 <= m <= 2
+    scaled = ((scale * 2.0 ** (-k_half)) * 2.0 ** (k_half - k)) * float(_TABLE_SCALE)  # 256 m
     # XLA folds (x + c) - c to x for a literal c, which would cancel the error terms of the
     # TwoSums below: constants that enter one are made opaque by adding this zero.
-    zero = 0.0 * e
-    one = 1.0 + zero
-    denominator = m + one
-    f1 = e / denominator
-    product, product_error = _two_product(f1, e, factor, zero)
-    # e - f1 (2 + e) = ((e - 2 f1) - fl(f1 e)) - error: the first two differences are exact
-    # (Sterbenz), the last is kept as a double word for float32.
-    residual, residual_error = _two_sum((e - 2.0 * f1) - product, -product_error)
+    zero = 0.0 * scaled
+    # The index is clipped as an integer: a NaN (negative or NaN scale) cast to an integer
+    # is some integer on every backend, and the NaN reaches the result through delta.
+    last = _TABLE_LAST - _TABLE_FIRST
+    index = xp.clip(xp.astype(xp.round(scaled), xp.int32) - _TABLE_FIRST, 0, last)
+    nearest = xp.astype(index, dtype) + (_TABLE_FIRST + zero)  # i, exact
+    delta = scaled - nearest  # exact (Sterbenz): |delta| <= 1/2 where the table is not clipped
+    # f = delta / (256 m + i) in three words; the denominator is the double word (d, d_error)
+    denominator, denominator_error = _two_sum(scaled, nearest)
+    f1 = delta / denominator
+    product, product_error = _two_product(f1, denominator, factor, zero)
+    correction, correction_error = _two_product(f1, denominator_error, factor, zero)
+    # delta - f1 (d + d_error): delta - product is exact (Sterbenz), the rest kept in two words
+    residual, residual_error = _two_sum(delta - product, -product_error)
+    residual, error = _two_sum(residual, -correction)
+    residual_error = (residual_error + error) - correction_error
     f2 = residual / denominator
-    if is_float64:
-        f3 = 0.0 * f2
-    else:
-        # a third word: f2 is rounded at 2**-50, above the float32 target
-        denominator_error = m - (denominator - one)  # m + 1 = denominator + this, exactly
-        quotient, quotient_error = _two_product(f2, denominator, factor, zero)
-        f3 = (
-            ((residual - quotient) - quotient_error) + residual_error - f2 * denominator_error
-        ) / denominator
+    quotient, quotient_error = _two_product(f2, denominator, factor, zero)
+    f3 = (
+        ((residual - quotient) - quotient_error) + (residual_error - f2 * denominator_error)
+    ) / denominator
     w1, w2 = _two_product(f1, f1, factor, zero)
     w2 = w2 + 2.0 * (f1 * (f2 + f3))
-    # R(w): plain Horner for the small terms, then double words (R1 + R2)
-    plain = _PLAIN_FLOAT64 if is_float64 else _PLAIN_FLOAT32
-    series = plain[-1] * w1 + plain[-2]
-    for c in plain[-3::-1]:
+    # R(w): plain Horner for the small terms, then double words (r1 + r2)
+    double, plain = _SERIES[is_float64]
+    series = plain[-1] + zero
+    for c in plain[-2::-1]:
         series = series * w1 + c
-    r1, r2 = series, 0.0 * series
-    for c_hi, c_lo in (_DOUBLE_FLOAT64 if is_float64 else _DOUBLE_FLOAT32)[::-1]:
+    r1, r2 = series, zero
+    for c_hi, c_lo in double[::-1]:
         p1, p2 = _two_product(w1, r1, factor, zero)
         s1, s2 = _fast_two_sum(c_hi + zero, p1)  # |c| > |w R|
         r1, r2 = _fast_two_sum(s1, s2 + (p2 + (w1 * r2 + w2 * r1)) + c_lo)
-    # f w, then f w R: the series part of log m (below 2**-8)
+    # f w, then f w R: the series part of log m (below 2**-28)
     a1, a2 = _two_product(f1, w1, factor, zero)
     a2 = a2 + (f1 * w2 + (f2 + f3) * w1)
     t1, t2 = _two_product(a1, r1, factor, zero)
     t2 = t2 + (a1 * r2 + a2 * r1)
-    large = (
-        (2.0 * f1, t1, k * ln2[1])
-        if is_float64
-        else (2.0 * f1, t1, k * ln2[1], k * ln2[2], 2.0 * f2)
-    )
-    small = (2.0 * f2 + t2) + k * ln2[2] if is_float64 else (2.0 * f3 + t2) + k * ln2[3]
+    # take() wants one-dimensional indices (the standard has no integer array indexing)
+    flat_index = xp.reshape(index, (-1,))
+    device = _namespace.device_of(scale)
+    table = [
+        xp.reshape(xp.take(xp.asarray(words, dtype=dtype, device=device), flat_index), index.shape)
+        for words in _LOG_TABLE[is_float64]
+    ]
+    large = (table[0], 2.0 * f1, t1, k * ln2[1], table[1], 2.0 * f2)
+    if is_float64:
+        small = ((t2 + 2.0 * f3) + table[2]) + k * ln2[2]
+    else:
+        large = (*large, k * ln2[2])
+        small = ((t2 + 2.0 * f3) + table[2]) + k * ln2[3]
     # s = 0: -inf (the finite pieces are meaningless there); s < 0 is already NaN
     positive = mask(scale > 0, dtype, xp)
     return k * ln2[0], large, small, (positive - 1.0) / positive

@@ -19,11 +19,13 @@ __all__ = [
     "Resolved",
     "compiles_with_xla",
     "converts_bool_slowly",
+    "device_of",
     "errstate",
     "finalize",
     "flushes_subnormals",
     "is_python_scalar",
     "namespace_of",
+    "opaque",
     "resolve",
     "type_name",
 ]
@@ -99,7 +101,8 @@ def namespace_of(x: Any) -> Any:
     return array_api_compat.array_namespace(x)
 
 
-def _device(x: Any) -> Any:
+def device_of(x: Any) -> Any:
+    """The device of an array (``None`` for a traced value that has no concrete one)."""
     if _instance_of(x, "torch", "Tensor"):
         return x.device
     try:
@@ -194,9 +197,9 @@ def resolve(labelled: Sequence[tuple[str, Any]]) -> Resolved:
             raise TypeError(f"{label} has dtype {value.dtype}; expected a real floating dtype")
     dtype = xp.result_type(*(value.dtype for _, value, _ in arrays))
 
-    device = _device(arrays[0][1])
+    device = device_of(arrays[0][1])
     for label, value, _ in arrays[1:]:
-        other = _device(value)
+        other = device_of(value)
         if device is not None and other is not None and other != device:
             raise ValueError(
                 f"arrays on different devices: {device} ({arrays[0][0]}) and {other} ({label})"
@@ -236,6 +239,21 @@ def converts_bool_slowly(xp: Any) -> bool:
     """PyTorch, whose ``bool`` to floating-point conversion is several times slower than
     going through ``uint8`` (see :func:`kullback.special.mask`)."""
     return xp.__name__ == "array_api_compat.torch"
+
+
+def opaque(x: Any, xp: Any) -> Any:
+    """``x``, hidden from compile-time simplification where a compiler would fold it.
+
+    Under ``jax.jit`` a Python-scalar parameter is a constant, and XLA folds whatever depends
+    on it alone; its algebraic simplifier also rewrites sums that error-free transformations
+    rely on (``(x + c) - c`` to ``x``).  ``jax.lax.optimization_barrier`` keeps such values
+    computed as written.  Elsewhere this is the identity.
+    """
+    if compiles_with_xla(xp):
+        import jax
+
+        return jax.lax.optimization_barrier(x)
+    return x
 
 
 def flushes_subnormals(xp: Any) -> bool:

@@ -168,3 +168,31 @@ def log_difference_sweep(dtype_name: str, size: int = 1200, seed: int = 0):
         log_scale = log_scale.astype(dtype)
         exact = tuple(x - mpmath.mpf(float(v)) for x, v in zip(logs, log_scale, strict=True))
     return scale, log_scale, exact
+
+
+@functools.cache
+def same_distribution_sweep(dtype_name: str, size: int = 1200, seed: int = 1):
+    """``(scale, log_scale, exact r)`` for one distribution given both ways, as a user would.
+
+    Half the rows take a scale and its log rounded to the dtype, half a log-scale and the
+    scale it rounds to (``exp`` rounded); ``log(scale)`` uniform on [-40, 40] (a tenth on
+    [-1e-3, 1e-3]).  So ``|r|`` is below an ulp of ``log(scale)``: about 1e-17 in float64
+    and 1e-8 in float32, and much less in a few rows.
+    """
+    dtype = np.dtype(dtype_name).type
+    rng = np.random.default_rng([seed, np.dtype(dtype_name).itemsize])
+    target = rng.uniform(-40, 40, size)
+    target[: size // 10] = rng.uniform(-1e-3, 1e-3, size // 10)
+    with mpmath.workdps(DIGITS):
+        scale, log_scale, exact = [], [], []
+        for n, x in enumerate(target):
+            if n % 2:  # a scale and its log
+                s = float(dtype(float(mpmath.exp(x))))
+                t = float(dtype(float(mpmath.log(mpmath.mpf(s)))))
+            else:  # a log-scale and its exp
+                t = float(dtype(x))
+                s = float(dtype(float(mpmath.exp(mpmath.mpf(t)))))
+            scale.append(s)
+            log_scale.append(t)
+            exact.append(mpmath.log(mpmath.mpf(s)) - mpmath.mpf(t))
+    return np.array(scale, dtype=dtype), np.array(log_scale, dtype=dtype), tuple(exact)
