@@ -20,7 +20,7 @@ from fractions import Fraction
 from typing import Any
 
 from . import _namespace
-from .special import mask
+from .special import fusable_clip, mask
 
 __all__: list[str] = []
 
@@ -222,7 +222,10 @@ def _log_pieces(scale: Any, xp: Any) -> tuple[Any, tuple[Any, ...], Any, Any]:
     lowest = -float(digits + 1021 if is_float64 else digits + 125)
     k = xp.clip(xp.round(xp.log2(scale)), lowest, 1024.0 if is_float64 else 128.0)
     k_half = xp.floor(0.5 * k)
-    scaled = ((scale * 2.0 ** (-k_half)) * 2.0 ** (k_half - k)) * float(_TABLE_SCALE)  # 256 m
+    down, up = 2.0 ** (-k_half), 2.0 ** (k_half - k)
+    # 256 m; the clips change no value (NaN stays NaN), but let XLA fuse a multiply-used
+    # result of pow or of a division into one loop (see special.fusable_quotient)
+    scaled = fusable_clip(((scale * down) * up) * float(_TABLE_SCALE), 0.0, math.inf, xp)
     # XLA folds (x + c) - c to x for a literal c, which would cancel the error terms of the
     # TwoSums below: constants that enter one are made opaque by adding this zero.
     zero = 0.0 * scaled
@@ -234,18 +237,22 @@ def _log_pieces(scale: Any, xp: Any) -> tuple[Any, tuple[Any, ...], Any, Any]:
     delta = scaled - nearest  # exact (Sterbenz): |delta| <= 1/2 where the table is not clipped
     # f = delta / (256 m + i) in three words; the denominator is the double word (d, d_error)
     denominator, denominator_error = _two_sum(scaled, nearest)
-    f1 = delta / denominator
+    f1 = fusable_clip(delta / denominator, -1.0, 1.0, xp)  # |f1| <= 1/720 (1 for s = 0)
     product, product_error = _two_product(f1, denominator, factor, zero)
     correction, correction_error = _two_product(f1, denominator_error, factor, zero)
     # delta - f1 (d + d_error): delta - product is exact (Sterbenz), the rest kept in two words
     residual, residual_error = _two_sum(delta - product, -product_error)
     residual, error = _two_sum(residual, -correction)
     residual_error = (residual_error + error) - correction_error
-    f2 = residual / denominator
+    f2 = fusable_clip(residual / denominator, -1.0, 1.0, xp)
     quotient, quotient_error = _two_product(f2, denominator, factor, zero)
-    f3 = (
-        ((residual - quotient) - quotient_error) + (residual_error - f2 * denominator_error)
-    ) / denominator
+    f3 = fusable_clip(
+        (((residual - quotient) - quotient_error) + (residual_error - f2 * denominator_error))
+        / denominator,
+        -1.0,
+        1.0,
+        xp,
+    )
     w1, w2 = _two_product(f1, f1, factor, zero)
     w2 = w2 + 2.0 * (f1 * (f2 + f3))
     # R(w): plain Horner for the small terms, then double words (r1 + r2)

@@ -79,6 +79,17 @@ def fusable_quotient(numerator: Any, denominator: Any, low: Any, high: Any, xp: 
     return quotient
 
 
+def fusable_clip(x: Any, low: float, high: float, xp: Any) -> Any:
+    """``x`` clipped to ``[low, high]`` under XLA only, for a value that lies there anyway.
+
+    XLA on CPU does not fuse an expensive operation (a division, ``pow``) whose result has
+    several uses into their loops; a clip of it is cheap to duplicate, and fuses.
+    """
+    if _namespace.compiles_with_xla(xp):
+        return xp.clip(x, low, high)
+    return x
+
+
 def half_expm1mx_series(clipped: Any, xp: Any) -> Any:
     """``(e**x - 1 - x) / 2`` for ``|x| <= 1``, from ``clipped = clip(x, -2, 2)``.
 
