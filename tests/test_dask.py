@@ -49,3 +49,32 @@ def test_nothing_computed_before_compute(dask, dtype):
     )
     # the chunked sum adds in another order than NumPy's pairwise sum
     np.testing.assert_allclose(got, expected, rtol=4 * np.finfo(dtype_name(dtype)).eps, atol=0)
+
+
+@pytest.mark.parametrize("parameterization", ["scale-scale", "log-log", "scale-log", "prior"])
+def test_unknown_chunk_sizes(dask, dtype, parameterization):
+    """Arrays of unknown length (after boolean masking: shape (nan,)) give the NumPy values."""
+    import dask.array as da
+
+    name = dtype_name(dtype)
+    rng = np.random.default_rng(2)
+    loc = rng.normal(size=40).astype(name)
+    scale = np.exp(0.3 * rng.normal(size=40)).astype(name)
+    keep = loc > -0.5
+
+    def pair(loc_p, scale_p, scale_q):
+        if parameterization == "scale-scale":
+            return kb.Normal(loc_p, scale_p), kb.Normal(0.0, 1.5 * scale_q)
+        if parameterization == "log-log":
+            return kb.Normal(loc_p, log_scale=scale_p), kb.Normal(0.0, log_scale=scale_q)
+        if parameterization == "scale-log":
+            return kb.Normal(loc_p, scale_p), kb.Normal(0.0, log_scale=0.5 * scale_q)
+        return kb.Normal(loc_p, log_scale=scale_p), kb.Normal(0.0, 1.0)
+
+    chunked = [da.from_array(a, chunks=10) for a in (loc, scale)]
+    mask = da.from_array(keep, chunks=10)
+    masked = [a[mask] for a in chunked]
+    assert np.isnan(masked[0].shape[0])
+    lazy = kb.kl_divergence(*pair(masked[0], masked[1], masked[1]))
+    expected = kb.kl_divergence(*pair(loc[keep], scale[keep], scale[keep]))
+    np.testing.assert_array_equal(np.asarray(lazy.compute()), np.asarray(expected))

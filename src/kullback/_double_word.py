@@ -220,7 +220,7 @@ def _log_pieces(scale: Any, xp: Any) -> tuple[Any, tuple[Any, ...], Any, Any]:
     # k in [smallest exponent - 1, largest]: finite for s = 0 and s = inf (which then give
     # m = 0 and m = inf); 2**-k in two factors, neither of which overflows.
     lowest = -float(digits + 1021 if is_float64 else digits + 125)
-    k = xp.clip(xp.round(xp.log2(scale)), lowest, 1024.0 if is_float64 else 128.0)
+    k = _namespace.clip(xp.round(xp.log2(scale)), lowest, 1024.0 if is_float64 else 128.0, xp)
     k_half = xp.floor(0.5 * k)
     down, up = 2.0 ** (-k_half), 2.0 ** (k_half - k)
     # 256 m; the clips change no value (NaN stays NaN), but let XLA fuse a multiply-used
@@ -232,7 +232,7 @@ def _log_pieces(scale: Any, xp: Any) -> tuple[Any, tuple[Any, ...], Any, Any]:
     # The index is clipped as an integer: a NaN (negative or NaN scale) cast to an integer
     # is some integer on every backend, and the NaN reaches the result through delta.
     last = _TABLE_LAST - _TABLE_FIRST
-    index = xp.clip(xp.astype(xp.round(scaled), xp.int32) - _TABLE_FIRST, 0, last)
+    index = _namespace.clip(xp.astype(xp.round(scaled), xp.int32) - _TABLE_FIRST, 0, last, xp)
     nearest = xp.astype(index, dtype) + (_TABLE_FIRST + zero)  # i, exact
     delta = scaled - nearest  # exact (Sterbenz): |delta| <= 1/2 where the table is not clipped
     # f = delta / (256 m + i) in three words; the denominator is the double word (d, d_error)
@@ -270,13 +270,14 @@ def _log_pieces(scale: Any, xp: Any) -> tuple[Any, tuple[Any, ...], Any, Any]:
     a2 = a2 + (f1 * w2 + (f2 + f3) * w1)
     t1, t2 = _two_product(a1, r1, factor, zero)
     t2 = t2 + (a1 * r2 + a2 * r1)
-    # take() wants one-dimensional indices (the standard has no integer array indexing)
-    flat_index = xp.reshape(index, (-1,))
+    # take() wants one-dimensional indices (the standard has no integer array indexing);
+    # a one-dimensional index is used as it is (Dask cannot reshape an unknown length)
     device = _namespace.device_of(scale)
-    table = [
-        xp.reshape(xp.take(xp.asarray(words, dtype=dtype, device=device), flat_index), index.shape)
-        for words in _LOG_TABLE[is_float64]
-    ]
+    flat_index = index if index.ndim == 1 else xp.reshape(index, (-1,))
+    table = []
+    for words in _LOG_TABLE[is_float64]:
+        entries = xp.take(xp.asarray(words, dtype=dtype, device=device), flat_index)
+        table.append(entries if index.ndim == 1 else xp.reshape(entries, index.shape))
     large = (table[0], 2.0 * f1, t1, k * ln2[1], table[1], 2.0 * f2)
     if is_float64:
         small = ((t2 + 2.0 * f3) + table[2]) + k * ln2[2]
@@ -292,7 +293,7 @@ def _capped(log_scale: Any, xp: Any) -> Any:
     """``-L`` with ``L = +-inf`` capped at the largest float (``r = -+max``): an infinite
     ``L`` would make the TwoSums NaN."""
     largest = float(xp.finfo(log_scale.dtype).max)
-    return -xp.clip(log_scale, -largest, largest)
+    return -_namespace.clip(log_scale, -largest, largest, xp)
 
 
 def _subtract_from_pieces(pieces: tuple[Any, ...], log_scale: Any, xp: Any) -> Any:

@@ -17,6 +17,7 @@ import array_api_compat
 
 __all__ = [
     "Resolved",
+    "clip",
     "compiles_with_xla",
     "converts_bool_slowly",
     "device_of",
@@ -228,6 +229,20 @@ def eager_slice_size(xp: Any, device: Any) -> int | None:
         if not torch.compiler.is_compiling() and getattr(device, "type", None) == "cpu":
             return 2**17
     return None
+
+
+def clip(x: Any, low: Any, high: Any, xp: Any) -> Any:
+    """``xp.clip(x, low, high)``, also for Dask arrays of unknown shape.
+
+    array-api-compat's Dask ``clip`` broadcasts the shapes with NumPy, which rejects the NaN
+    dimensions of a Dask array whose chunk sizes are unknown (after boolean masking, for
+    example); ``dask.array.clip`` works chunk by chunk, lazily.
+    """
+    if xp.__name__ == "array_api_compat.dask.array":
+        import dask.array
+
+        return dask.array.clip(x, low, high)
+    return xp.clip(x, low, high)
 
 
 def compiles_with_xla(xp: Any) -> bool:

@@ -63,7 +63,7 @@ def bounded_quotient(numerator: Any, denominator: Any, low: Any, high: Any, xp: 
     quotient may become the largest float where it is only squared), so the clip changes no
     value that reaches the result; elsewhere it costs one cheap operation.
     """
-    return xp.clip(numerator / denominator, low, high)
+    return _namespace.clip(numerator / denominator, low, high, xp)
 
 
 def fusable_quotient(numerator: Any, denominator: Any, low: Any, high: Any, xp: Any) -> Any:
@@ -75,7 +75,7 @@ def fusable_quotient(numerator: Any, denominator: Any, low: Any, high: Any, xp: 
     """
     quotient = numerator / denominator
     if _namespace.compiles_with_xla(xp):
-        return xp.clip(quotient, low, high)
+        return _namespace.clip(quotient, low, high, xp)
     return quotient
 
 
@@ -86,7 +86,7 @@ def fusable_clip(x: Any, low: float, high: float, xp: Any) -> Any:
     several uses into their loops; a clip of it is cheap to duplicate, and fuses.
     """
     if _namespace.compiles_with_xla(xp):
-        return xp.clip(x, low, high)
+        return _namespace.clip(x, low, high, xp)
     return x
 
 
@@ -129,12 +129,12 @@ def half_expm1mx(x: Any, xp: Any) -> Any:
     above_two = mask(x > 2, dtype, xp)
     shift = above_one + above_two
     w = x - shift
-    clipped = xp.clip(w, -2.0, 2.0)  # = w wherever the series is selected
+    clipped = _namespace.clip(w, -2.0, 2.0, xp)  # = w wherever the series is selected
     series = half_expm1mx_series(clipped, xp)
     # c = e**n / 2 as a sum with exactly one nonzero term, so it is exactly float(e**n / 2)
     c = (1 - above_one) * 0.5 + (above_one - above_two) * _HALF_E + above_two * _HALF_E2
     # +inf - inf would give NaN for x = +inf: the linear terms use x capped at the largest float
-    half_x = 0.5 * xp.clip(x, None, float(xp.finfo(dtype).max))
+    half_x = 0.5 * _namespace.clip(x, None, float(xp.finfo(dtype).max), xp)
     in_first = mask(xp.abs(x) < 1, dtype, xp)
     in_second = above_one * mask(w <= 1, dtype, xp)
     # From clipped values only (finite where unselected); there clipped + shift == x exactly,

@@ -219,8 +219,10 @@ def _location_term(p: Normal, q: Normal, xp: Any) -> Any:
     outside = mask(xp.abs(q.log_scale) > limit, dtype, xp)
     inside_difference = (1 - outside) * difference
     outside_difference = outside * difference
-    inverse_variance = xp.exp(xp.clip(-2.0 * q.log_scale, -largest_exponent, largest_exponent))
-    inverse_scale = xp.exp(xp.clip(-q.log_scale, None, largest_exponent))
+    inverse_variance = xp.exp(
+        _namespace.clip(-2.0 * q.log_scale, -largest_exponent, largest_exponent, xp)
+    )
+    inverse_scale = xp.exp(_namespace.clip(-q.log_scale, None, largest_exponent, xp))
     scaled = outside_difference * inverse_scale
     return (0.5 * inside_difference) * (inside_difference * inverse_variance) + (
         0.5 * scaled
