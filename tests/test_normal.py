@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 import kullback as kb
 from tests.conftest import assert_array, dtype_name
-from tests.reference.normal import kl_normal, normal_sweep, same_distribution_sweep, ulp_errors
+from tests.reference.normal import (
+    kl_normal,
+    log_difference_sweep,
+    normal_sweep,
+    same_distribution_sweep,
+    ulp_errors,
+)
 
 PARAMETERIZATIONS = {
     "scale-scale": (False, False),
@@ -79,6 +85,30 @@ def test_one_distribution_given_both_ways(backend, xp, dtype, p_by_log):
     errors = ulp_errors(backend.to_numpy(result), exact, np.dtype(name).type)
     worst = int(np.argmax(errors))
     assert errors[worst] <= 4, f"{errors[worst]:.2f} ulp at scale={scale[worst]!r}"
+
+
+@pytest.mark.parametrize("which", ["log_difference", "same_distribution"])
+def test_mixed_with_a_python_number_scale(backend, xp, dtype, which):
+    """A prior's scale given as a Python number has its log computed in Python (decimal)
+    and enters as constants: the same bound as the array path, against mpmath."""
+    name = dtype_name(dtype)
+    sweep = log_difference_sweep if which == "log_difference" else same_distribution_sweep
+    scale, log_scale, r = sweep(name)
+    rows = range(0, len(scale), 10)
+    got, exact, allowed = [], [], []
+    for i in rows:
+        q = kb.Normal(0.0, log_scale=backend.asarray(np.full(2, log_scale[i]), dtype))
+        result = kb.kl_divergence(kb.Normal(0.0, float(scale[i])), q)
+        assert_array(result, xp=xp, dtype=dtype, shape=(2,))
+        got.extend(backend.to_numpy(result).tolist())
+        with mpmath.workdps(60):
+            exact += [(mpmath.expm1(2 * r[i]) - 2 * r[i]) / 2] * 2
+        allowed += [4 + 2 * abs(float(r[i]))] * 2
+    errors = ulp_errors(np.array(got), exact, np.dtype(name).type)
+    worst = int(np.argmax(errors - np.array(allowed)))
+    assert errors[worst] <= allowed[worst], (
+        f"{errors[worst]:.2f} ulp (allowed {allowed[worst]:.2f})"
+    )
 
 
 @pytest.mark.parametrize("parameterization", ["scale-log", "log-scale"])

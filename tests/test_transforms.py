@@ -111,6 +111,20 @@ def test_torch_compile_on_the_first_call(torch_backend, monkeypatch):
     torch.testing.assert_close(compiled, f(loc, log_scale), rtol=0, atol=0)
 
 
+def test_vae_prior_under_torch_compile_inductor(torch_backend):
+    """The README's VAE term, the prior by a Python-number scale, compiled by inductor with
+    fullgraph: its log enters as constants made in Python, so inductor compiles a short
+    graph (it took over 7 minutes when the constant's multi-word log went through it)."""
+    torch = torch_backend
+    loc, log_scale = (torch.tensor(a, dtype=torch.float32) for a in data()[:2])
+
+    def f(a, ls):
+        return kb.kl_divergence(kb.Normal(a, log_scale=ls), kb.Normal(0.0, 1.7), axis=-1)
+
+    compiled = torch.compile(f, fullgraph=True)(loc, log_scale)
+    torch.testing.assert_close(compiled, f(loc, log_scale), rtol=4e-7, atol=0)
+
+
 @pytest.mark.parametrize("name", ["float32", "float64"])
 def test_torch_compile_inductor_is_accurate(torch_backend, name):
     """Inductor-compiled code (which lowers expm1 to exp(x) - 1) meets the eager bound."""
@@ -230,6 +244,24 @@ def test_log_difference_with_a_constant_scale_under_jit(jax_backend, name):
         got = np.asarray(f(jax.numpy.asarray(np.full(3, log_scale[i]))))
         errors = ulp_errors(got, [exact[i]] * 3, np.dtype(name).type)
         assert np.max(errors) <= 1, (constant, log_scale[i], got)
+
+
+def test_vae_prior_with_a_python_number_scale_under_jit(jax_backend):
+    """The prior by a Python-number scale inside jax.jit: its log words are constants behind
+    an optimization barrier; equal to eager to an ulp, gradients included."""
+    jax = jax_backend
+    loc, log_scale = (jax.numpy.asarray(a) for a in data()[:2])
+
+    def f(a, ls):
+        return kb.kl_divergence(kb.Normal(a, log_scale=ls), kb.Normal(0.0, 2.7357420), axis=-1)
+
+    np.testing.assert_allclose(jax.jit(f)(loc, log_scale), f(loc, log_scale), rtol=4e-16)
+    for got, want in zip(
+        jax.jit(jax.grad(lambda a, ls: f(a, ls).sum(), argnums=(0, 1)))(loc, log_scale),
+        jax.grad(lambda a, ls: f(a, ls).sum(), argnums=(0, 1))(loc, log_scale),
+        strict=True,
+    ):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-14)
 
 
 def test_mixed_kl_under_jit_and_grad(jax_backend):

@@ -187,6 +187,40 @@ def log_difference(scale: Any, log_scale: Any, xp: Any) -> Any:
     return _subtract_from_pieces(_log_pieces(scale, xp), log_scale, xp)
 
 
+_WORDS_OF_NUMBERS: dict[tuple[float, bool], tuple[float, float, float] | None] = {}
+
+
+def log_words_of_number(value: float, is_float64: bool) -> tuple[float, float, float] | None:
+    """``log(value)`` for a Python number, rounded first to the dtype, as three words of the
+    dtype (decimal, 60 digits); None where it is not finite and positive.
+
+    Pure Python on constants: ``torch.compile`` calls it while tracing and keeps the result
+    as a constant (``_dynamo_marked_constant``, what ``torch._dynamo.assume_constant_result``
+    sets), since it cannot trace into ``decimal``.
+    """
+    key = (value, is_float64)
+    if key not in _WORDS_OF_NUMBERS:
+        try:
+            rounded = _to_dtype(Decimal(value), is_float64) if math.isfinite(value) else value
+        except OverflowError:  # beyond the float32 range: infinite in the dtype
+            rounded = math.inf
+        words = None
+        if math.isfinite(rounded) and rounded > 0:
+            with decimal.localcontext() as context:
+                context.prec = 60
+                rest = Decimal(rounded).ln()
+                found = []
+                for _ in range(3):
+                    found.append(_to_dtype(rest, is_float64))
+                    rest -= Decimal(found[-1])
+                words = (found[0], found[1], found[2])
+        _WORDS_OF_NUMBERS[key] = words
+    return _WORDS_OF_NUMBERS[key]
+
+
+log_words_of_number._dynamo_marked_constant = True  # type: ignore[attr-defined]
+
+
 def log_words(scale: Any, xp: Any) -> tuple[Any, Any, Any]:
     """``log(scale)`` as three non-overlapping words ``H + M + T``, at the shape of ``scale``."""
     return _three_words(_log_pieces(scale, xp))

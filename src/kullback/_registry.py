@@ -134,6 +134,30 @@ def _slices(shape: tuple[Any, ...], slice_size: int) -> list[tuple[int, int]] | 
     return [(start, min(start + rows, shape[0])) for start in range(0, shape[0], rows)]
 
 
+def _converted(distribution: Distribution, parameters: dict[str, Any]) -> Distribution:
+    """``distribution`` with new parameter arrays, remembering which were Python numbers."""
+    new = type(distribution)._from_parameters(parameters)
+    numbers = getattr(distribution, "_python_numbers", None)
+    if numbers is None:
+        numbers = {
+            name: float(value)
+            for name, value in distribution.parameters.items()
+            if _namespace.is_python_scalar(value)
+        }
+    object.__setattr__(new, "_python_numbers", numbers)
+    return new
+
+
+def python_number(distribution: Distribution, name: str) -> float | None:
+    """The Python number that parameter ``name`` was given as, or None for an array.
+
+    KL functions receive every parameter as an array; a parameter given as a Python number
+    is a constant, about which some exact work can be done once, in Python (for example
+    the logarithm of a prior's scale), rather than in array operations.
+    """
+    return getattr(distribution, "_python_numbers", {}).get(name)
+
+
 def _sliced(value: Any, ndim: int, start: int, stop: int) -> Any:
     """Rows ``start:stop`` of the broadcast leading axis of ``value`` (whole if broadcast)."""
     if value.ndim < ndim or value.shape[0] == 1:
@@ -157,11 +181,11 @@ def _evaluate(
     _SHARED[thread] = {}
     try:
         for start, stop in bounds:
-            p_rows = type(p)._from_parameters(
-                {k: _sliced(v, ndim, start, stop) for k, v in p.parameters.items()}
+            p_rows = _converted(
+                p, {k: _sliced(v, ndim, start, stop) for k, v in p.parameters.items()}
             )
-            q_rows = type(q)._from_parameters(
-                {k: _sliced(v, ndim, start, stop) for k, v in q.parameters.items()}
+            q_rows = _converted(
+                q, {k: _sliced(v, ndim, start, stop) for k, v in q.parameters.items()}
             )
             pieces.append(fn(p_rows, q_rows, xp=xp))
     finally:
@@ -221,8 +245,8 @@ def kl_divergence(
     labelled += [(f"{name} of q", value) for name, value in q.parameters.items()]
     resolved = _namespace.resolve(labelled)
     xp = resolved.xp
-    p = type(p)._from_parameters({k: resolved.asarray(v) for k, v in p.parameters.items()})
-    q = type(q)._from_parameters({k: resolved.asarray(v) for k, v in q.parameters.items()})
+    p = _converted(p, {k: resolved.asarray(v) for k, v in p.parameters.items()})
+    q = _converted(q, {k: resolved.asarray(v) for k, v in q.parameters.items()})
     with _namespace.errstate(xp):
         kl = _evaluate(fn, p, q, resolved)
         if axis is not None:

@@ -45,8 +45,14 @@ import math
 from typing import Any
 
 from .. import _namespace
-from .._double_word import log_difference, log_words, smaller_than_result, subtract_from_words
-from .._registry import register_kl, shared_across_slices
+from .._double_word import (
+    log_difference,
+    log_words,
+    log_words_of_number,
+    smaller_than_result,
+    subtract_from_words,
+)
+from .._registry import python_number, register_kl, shared_across_slices
 from ..distributions import Normal
 from ..special import bounded_quotient, fusable_quotient, half_expm1mx, mask
 
@@ -186,17 +192,32 @@ def _log_scale_ratio(p: Normal, q: Normal, xp: Any) -> Any:
     if p.log_scale is not None and q.log_scale is not None:
         return p.log_scale - q.log_scale
     if p.log_scale is None:
-        return _log_difference(p.scale, q.log_scale, xp)
-    return -_log_difference(q.scale, p.log_scale, xp)
+        return _log_difference(p, q.log_scale, xp)
+    return -_log_difference(q, p.log_scale, xp)
 
 
-def _log_difference(scale: Any, log_scale: Any, xp: Any) -> Any:
-    """:func:`~kullback._double_word.log_difference`, with the words of ``log(scale)`` for a
-    scale that broadcasts (a prior ``N(0, 1)``) computed once, not once per slice."""
+def _log_difference(by_scale: Normal, log_scale: Any, xp: Any) -> Any:
+    """:func:`~kullback._double_word.log_difference` of ``by_scale.scale`` and ``log_scale``.
+
+    A scale given as a Python number (a prior ``N(0, 1)``) has its log words computed in
+    Python, exactly, and enters as three constants; one that broadcasts has them computed
+    once per call, not once per slice.
+    """
+    scale = by_scale.scale
+    number = python_number(by_scale, "scale")
+    words = None
+    if number is not None:
+        words = log_words_of_number(number, scale.dtype == xp.float64)
+    if words is not None:
+        device = _namespace.device_of(scale)
+        constants = tuple(
+            _namespace.opaque(xp.asarray(w, dtype=scale.dtype, device=device), xp) for w in words
+        )
+        return subtract_from_words(constants, log_scale, xp)
     if not smaller_than_result(scale, log_scale):
         return log_difference(scale, log_scale, xp)
-    words = shared_across_slices(scale, "log_words", lambda: log_words(scale, xp))
-    return subtract_from_words(words, log_scale, xp)
+    shared = shared_across_slices(scale, "log_words", lambda: log_words(scale, xp))
+    return subtract_from_words(shared, log_scale, xp)
 
 
 def _location_term(p: Normal, q: Normal, xp: Any) -> Any:
