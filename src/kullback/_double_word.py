@@ -198,10 +198,14 @@ def log_words_of_number(value: float, is_float64: bool) -> tuple[float, float, f
     as a constant (``_dynamo_marked_constant``, what ``torch._dynamo.assume_constant_result``
     sets), since it cannot trace into ``decimal``.
     """
+    if not math.isfinite(value) or value <= 0:
+        return None  # (not cached: NaN keys never compare equal)
     key = (value, is_float64)
     if key not in _WORDS_OF_NUMBERS:
+        if len(_WORDS_OF_NUMBERS) >= 4096:  # a bound for callers that sweep many numbers
+            _WORDS_OF_NUMBERS.clear()
         try:
-            rounded = _to_dtype(Decimal(value), is_float64) if math.isfinite(value) else value
+            rounded = _to_dtype(Decimal(value), is_float64)
         except OverflowError:  # beyond the float32 range: infinite in the dtype
             rounded = math.inf
         words = None
