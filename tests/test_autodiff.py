@@ -205,7 +205,7 @@ def exact_gradient_mixed(a, p_param, b, q_param, p_by_log):
 
 @pytest.mark.parametrize("p_by_log", [False, True], ids=["scale-log", "log-scale"])
 def test_mixed_gradients_match_analytic(autodiff, dtype, p_by_log):
-    """Mixed parameterizations go through the double-word log-ratio: gradients with respect
+    """Mixed parameterizations go through the multi-word log-ratio: gradients with respect
     to the scale and the log-scale are finite and match the analytic ones, at equality too."""
     name = dtype_name(dtype)
     a, ls, b, lt = points(name)
@@ -236,7 +236,7 @@ def test_mixed_gradients_match_analytic(autodiff, dtype, p_by_log):
 
 
 def test_mixed_hessian_at_equality_is_fisher(autodiff, dtype):
-    """Second derivatives through the double-word log-ratio: the Fisher information."""
+    """Second derivatives through the multi-word log-ratio: the Fisher information."""
     name = dtype_name(dtype)
     loc, log_scale = 0.75, 1.25
     scale = float(np.exp(np.float64(log_scale)).astype(name))

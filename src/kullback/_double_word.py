@@ -33,7 +33,7 @@ _LN2_FLOAT32 = (
 
 # log m = log(i/256) + 2 atanh(f), with i the integer nearest 256 m and
 # f = (256 m - i)/(256 m + i), |f| <= 1/720.  The table holds log(i/256) in three words of the
-# dtype (computed here with Python's decimal module, to 80 digits).  m is in
+# dtype (computed here with Python's decimal module, to 60 digits).  m is in
 # [2**-0.5, 2**0.5] up to the backend's log2: the table has a margin of a few entries.
 _TABLE_SCALE = 256
 _TABLE_FIRST, _TABLE_LAST = 176, 368
@@ -53,21 +53,29 @@ def _to_dtype(value: Decimal | Fraction, is_float64: bool) -> float:
     return x if is_float64 else struct.unpack("f", struct.pack("f", x))[0]
 
 
+def _three_words_of(value: Decimal, is_float64: bool) -> tuple[float, float, float]:
+    """``value`` as three floats of the dtype whose exact sum is ``value`` to about
+    ``u**3``: each word rounds what the previous ones left (exact in ``decimal``)."""
+    words = []
+    for _ in range(3):
+        words.append(_to_dtype(value, is_float64))
+        value -= Decimal(words[-1])
+    return words[0], words[1], words[2]
+
+
 def _log_table() -> dict[bool, tuple[tuple[float, ...], ...]]:
     """``log(i/256)`` for ``i`` in ``[_TABLE_FIRST, _TABLE_LAST]`` as three word tuples, for
     float64 (key True) and float32 (False).  Made at import (about 10 ms): torch.compile
     cannot trace a cache that fills on first use."""
-    table: dict[bool, tuple[list[float], ...]] = {True: ([], [], []), False: ([], [], [])}
     with decimal.localcontext() as context:
         context.prec = 60
-        for i in range(_TABLE_FIRST, _TABLE_LAST + 1):
-            value = (Decimal(i) / Decimal(_TABLE_SCALE)).ln()
-            for is_float64, words in table.items():
-                rest = value
-                for word in words:
-                    word.append(_to_dtype(rest, is_float64))
-                    rest -= Decimal(word[-1])
-    return {key: tuple(tuple(word) for word in words) for key, words in table.items()}
+        logs = [
+            (Decimal(i) / Decimal(_TABLE_SCALE)).ln() for i in range(_TABLE_FIRST, _TABLE_LAST + 1)
+        ]
+        return {
+            is_float64: tuple(zip(*(_three_words_of(x, is_float64) for x in logs), strict=True))
+            for is_float64 in (True, False)
+        }
 
 
 def _series_coefficients(
@@ -212,12 +220,7 @@ def log_words_of_number(value: float, is_float64: bool) -> tuple[float, float, f
         if math.isfinite(rounded) and rounded > 0:
             with decimal.localcontext() as context:
                 context.prec = 60
-                rest = Decimal(rounded).ln()
-                found = []
-                for _ in range(3):
-                    found.append(_to_dtype(rest, is_float64))
-                    rest -= Decimal(found[-1])
-                words = (found[0], found[1], found[2])
+                words = _three_words_of(Decimal(rounded).ln(), is_float64)
         _WORDS_OF_NUMBERS[key] = words
     return _WORDS_OF_NUMBERS[key]
 
@@ -262,7 +265,7 @@ def _log_pieces(scale: Any, xp: Any) -> tuple[Any, tuple[Any, ...], Any, Any]:
     k_half = xp.floor(0.5 * k)
     down, up = 2.0 ** (-k_half), 2.0 ** (k_half - k)
     # 256 m; the clips change no value (NaN stays NaN), but let XLA fuse a multiply-used
-    # result of pow or of a division into one loop (see special.fusable_quotient)
+    # result of pow or of a division into one loop (see special.fusable_clip)
     scaled = fusable_clip(((scale * down) * up) * float(_TABLE_SCALE), 0.0, math.inf, xp)
     # XLA folds (x + c) - c to x for a literal c, which would cancel the error terms of the
     # TwoSums below: constants that enter one are made opaque by adding this zero.

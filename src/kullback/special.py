@@ -66,24 +66,13 @@ def bounded_quotient(numerator: Any, denominator: Any, low: Any, high: Any, xp: 
     return _namespace.clip(numerator / denominator, low, high, xp)
 
 
-def fusable_quotient(numerator: Any, denominator: Any, low: Any, high: Any, xp: Any) -> Any:
-    """``numerator / denominator``, clipped to ``[low, high]`` under XLA only.
-
-    For a reused quotient that lies in ``[low, high]`` for every input: the clip changes no
-    value, and only XLA needs it (see :func:`bounded_quotient`); on the other backends it
-    would be one more pass over memory.
-    """
-    quotient = numerator / denominator
-    if _namespace.compiles_with_xla(xp):
-        return _namespace.clip(quotient, low, high, xp)
-    return quotient
-
-
 def fusable_clip(x: Any, low: float, high: float, xp: Any) -> Any:
     """``x`` clipped to ``[low, high]`` under XLA only, for a value that lies there anyway.
 
     XLA on CPU does not fuse an expensive operation (a division, ``pow``) whose result has
-    several uses into their loops; a clip of it is cheap to duplicate, and fuses.
+    several uses into their loops (see :func:`bounded_quotient`); a clip of it is cheap to
+    duplicate, and fuses.  The clip changes no value, and on the other backends it would be
+    one more pass over memory, so there ``x`` is returned as it is.
     """
     if _namespace.compiles_with_xla(xp):
         return _namespace.clip(x, low, high, xp)

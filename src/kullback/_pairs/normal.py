@@ -26,7 +26,7 @@ and ``expm1`` do (some are several ulp off; none is relied on for small argument
   log-scales differ a lot their difference is rounded, and ``e**(2r)`` amplifies that
   rounding by ``2|r|``: the problem itself is that ill-conditioned in the log-scales.
 * mixed: ``r = log(s) - log_t`` (or ``log_s - log(t)``) with
-  :func:`~kullback._double_word.log_difference`, which carries ``log(s)`` in double words
+  :func:`~kullback._double_word.log_difference`, which carries ``log(s)`` in three words
   and cancels it against the log-scale exactly: about one unit of roundoff in ``r``
   however small it is, where a rounded ``log(s)`` would be amplified by ``|log s| / |r|``.
 * ``d**2/2``: see :func:`_location_term`.
@@ -54,7 +54,7 @@ from .._double_word import (
 )
 from .._registry import python_number, register_kl, shared_across_slices
 from ..distributions import Normal
-from ..special import bounded_quotient, fusable_quotient, half_expm1mx, mask
+from ..special import bounded_quotient, fusable_clip, half_expm1mx, mask
 
 __all__: list[str] = []
 
@@ -140,7 +140,7 @@ def _near_equality_term(scale_p: Any, scale_q: Any, xp: Any) -> tuple[Any, Any]:
     base = scale_q + doubled * scale_q  # t or 2t
     difference = numerator - base
     excess = bounded_quotient(difference, base, -1.0, 2.0, xp)
-    u = fusable_quotient(excess, 2.0 + excess, -1.0, 1.0, xp)  # |u| <= 1 for valid scales
+    u = fusable_clip(excess / (2.0 + excess), -1.0, 1.0, xp)  # |u| <= 1 for valid scales
     w = u * u
     coefficients = _Q_FLOAT64 if dtype == xp.float64 else _Q_FLOAT32
     q = coefficients[-1] * w + coefficients[-2]
