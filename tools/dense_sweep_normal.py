@@ -12,13 +12,16 @@ For each region of ``rho = scale_p / scale_q`` it prints the largest error in ul
 the variance term; ``--log-scale`` sweeps the ``log_scale`` parameterization instead
 (float32 only).  Figures for the current kernel are in ``docs/numerics.rst``.
 
-Usage: ``python tools/dense_sweep_normal.py [--size N] [--seed S] [--log-scale | --float64]``.
+Usage: ``python tools/dense_sweep_normal.py [--size N] [--seed S] [--log-scale | --float64]
+[--backend numpy|torch|jax|jax-jit]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
+from typing import Any
 
 import mpmath
 import numpy as np
@@ -97,13 +100,50 @@ def ulp_errors_mpmath(computed: np.ndarray, exact: list) -> np.ndarray:
         )
 
 
+def kl_on_backend(backend: str) -> Callable[[np.ndarray, np.ndarray, bool], np.ndarray]:
+    """``(param_p, param_q, by_log) -> KL`` of two zero-mean Normals, computed on ``backend``."""
+    if backend == "numpy":
+        convert, finish = (lambda a: a), np.asarray
+    elif backend == "torch":
+        import torch
+
+        convert, finish = torch.from_numpy, lambda t: t.numpy()
+    else:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        convert, finish = jax.numpy.asarray, np.asarray
+
+    def kl(param_p: Any, param_q: Any, by_log: bool) -> Any:
+        zero = param_p[..., :1] * 0  # an array of the backend, so that the namespace is its
+        if by_log:
+            return kb.kl_divergence(
+                kb.Normal(zero, log_scale=param_p), kb.Normal(zero, log_scale=param_q)
+            )
+        return kb.kl_divergence(kb.Normal(zero, param_p), kb.Normal(zero, param_q))
+
+    if backend == "jax-jit":
+        import jax
+
+        kl = jax.jit(kl, static_argnums=2)
+
+    return lambda p, q, by_log: finish(kl(convert(p), convert(q), by_log))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=2**21, help="samples per region")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-scale", action="store_true", help="sweep log_scale inputs")
     parser.add_argument("--float64", action="store_true", help="float64, against mpmath")
+    parser.add_argument(
+        "--backend",
+        choices=("numpy", "torch", "jax", "jax-jit"),
+        default="numpy",
+        help="the arrays given to kullback (references are always computed with NumPy)",
+    )
     args = parser.parse_args()
+    compute = kl_on_backend(args.backend)
     if args.float64 and args.log_scale:
         parser.error("--log-scale is float32 only")
     dtype = np.float64 if args.float64 else np.float32
@@ -116,17 +156,18 @@ def main() -> None:
                 continue
             log_q = rng.uniform(-20.0, 20.0, args.size).astype(np.float32)
             log_p = (log_q + rng.uniform(lower, upper, args.size)).astype(np.float32)
-            p = kb.Normal(np.float32(0), log_scale=log_p)
-            q = kb.Normal(np.float32(0), log_scale=log_q)
+            p_param, q_param, by_log = log_p, log_q, True
             ratio = log_p.astype(np.float64) - log_q.astype(np.float64)
             exact = 0.5 * np.asarray(expm1mx(2.0 * ratio))
         else:
             scale_p, scale_q = scales(name, lower, upper, rng, args.size, dtype)
-            p = kb.Normal(dtype(0), scale_p)
-            q = kb.Normal(dtype(0), scale_q)
+            if args.backend.startswith("jax"):  # XLA flushes subnormal inputs to 0
+                normal = np.minimum(scale_p, scale_q) >= np.finfo(dtype).smallest_normal
+                scale_p, scale_q = scale_p[normal], scale_q[normal]
+            p_param, q_param, by_log = scale_p, scale_q, False
             exact = (reference_mpmath if args.float64 else reference)(scale_p, scale_q)
             ratio = np.log(scale_p.astype(np.float64)) - np.log(scale_q.astype(np.float64))
-        computed = np.asarray(kb.kl_divergence(p, q))
+        computed = compute(p_param, q_param, by_log)
         errors = (ulp_errors_mpmath if args.float64 else ulp_errors)(computed, exact)
         worst = int(np.argmax(errors))
         allowed = 4.0 + 2.0 * abs(ratio[worst]) if args.log_scale else 4.0
