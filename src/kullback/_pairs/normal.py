@@ -163,11 +163,13 @@ def _far_apart_term(scale_p: Any, scale_q: Any, xp: Any) -> Any:
 
     Below ``2**(4 - maxexp)`` the quotient ``s/t`` would lose bits to underflow (or be
     flushed to 0), although its ``log`` and the KL are moderate.  There it is formed as
-    ``(s a)/(t/b) = rho a b``, ``a = 2**(maxexp - 5)``, ``b = 2**5``: exact scalings
-    (``s < 16`` there, so ``s 2a`` is finite; ``t > s 2**(maxexp - 4)``, so ``t/b`` is
-    normal) that bring the ratio of any two normal floats into the normal range, and keep
-    ``t/b`` large enough for JAX's quotient rule, which squares it.  Then
-    ``log(2 rho) = log(quotient) - log(ab)``, and the square, below ``2**-240``, is dropped.
+    ``(2 s a)/t = 2 rho a``, ``a = 2**(maxexp - 5)``, an exact scaling (``s < 16`` there, so
+    ``2 s a`` is finite), and ``log(2 rho) = log(quotient) - log(a)``; the square, below
+    ``2**-240``, is dropped.  The quotient is then at least ``2**-131`` for any two normal
+    scales: a subnormal with 18 significant bits, whose ``log`` is within ``2**-18`` of the
+    exact one, against a KL above 90.  Backends that flush subnormals to 0 (XLA, CuPy) also
+    divide ``t`` by ``b = 2**5`` there (``t > s 2**(maxexp - 4)``, so ``t/b`` is normal, and
+    large enough for JAX's quotient rule, which squares it), which makes the quotient normal.
     The quotient is bounded by the largest float, so that its ``log`` stays finite for
     ``scale_q = 0`` (where the square is ``inf``), and a negative one stays negative.
     """
@@ -176,10 +178,13 @@ def _far_apart_term(scale_p: Any, scale_q: Any, xp: Any) -> Any:
     max_exponent = math.frexp(largest)[1]
     tiny = mask(scale_p * 2.0 ** (max_exponent - 4) < scale_q, dtype, xp)
     boost = 2.0 + tiny * (2.0 ** (max_exponent - 4) - 2.0)  # 2 or 2a, exactly
-    shrink = 1.0 - tiny * (31.0 / 32.0)  # 1 or 1/b, exactly
-    quotient = bounded_quotient(scale_p * boost, scale_q * shrink, -largest, largest, xp)
+    log_scaling = (max_exponent - 5) * math.log(2)  # log(a)
+    if _namespace.flushes_subnormals(xp):
+        scale_q = scale_q * (1.0 - tiny * (31.0 / 32.0))  # t or t/b, exactly
+        log_scaling = max_exponent * math.log(2)  # log(ab)
+    quotient = bounded_quotient(scale_p * boost, scale_q, -largest, largest, xp)
     twice_ratio = (1.0 - tiny) * quotient  # 2 rho, or 0 where tiny
-    log_twice_ratio = xp.log(quotient) - tiny * (max_exponent * math.log(2))
+    log_twice_ratio = xp.log(quotient) - tiny * log_scaling
     return (0.125 * twice_ratio) * twice_ratio - (log_twice_ratio + _HALF_MINUS_LOG_TWO)
 
 
