@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import kullback as kb
+from kullback._pairs import normal as normal_pair
 from tests.conftest import assert_array, dtype_name
 from tests.reference.normal import (
     kl_normal,
@@ -87,10 +88,23 @@ def test_one_distribution_given_both_ways(backend, xp, dtype, p_by_log):
     assert errors[worst] <= 4, f"{errors[worst]:.2f} ulp at scale={scale[worst]!r}"
 
 
+def refuse_the_array_path(monkeypatch) -> None:
+    """Make the array path of the mixed pair's ``log(scale)`` fail, so that a test proves
+    that a Python-number scale takes the path of constants computed in Python."""
+
+    def array_path(*args, **kwargs):
+        raise AssertionError("a Python-number scale took the array path of log(scale)")
+
+    monkeypatch.setattr(normal_pair, "log_difference", array_path)
+    monkeypatch.setattr(normal_pair, "log_words", array_path)
+
+
 @pytest.mark.parametrize("which", ["log_difference", "same_distribution"])
-def test_mixed_with_a_python_number_scale(backend, xp, dtype, which):
+def test_mixed_with_a_python_number_scale(backend, xp, dtype, which, monkeypatch):
     """A prior's scale given as a Python number has its log computed in Python (decimal)
-    and enters as constants: the same bound as the array path, against mpmath."""
+    and enters as constants (the array path is refused): the same bound as the array path,
+    against mpmath."""
+    refuse_the_array_path(monkeypatch)
     name = dtype_name(dtype)
     sweep = log_difference_sweep if which == "log_difference" else same_distribution_sweep
     scale, log_scale, r = sweep(name)

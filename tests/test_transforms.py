@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import kullback as kb
+from tests.test_normal import refuse_the_array_path
 from tests.test_special import assert_expm1mx_within_4_ulp, sweep
 
 
@@ -111,10 +112,12 @@ def test_torch_compile_on_the_first_call(torch_backend, monkeypatch):
     torch.testing.assert_close(compiled, f(loc, log_scale), rtol=0, atol=0)
 
 
-def test_vae_prior_under_torch_compile_inductor(torch_backend):
+def test_vae_prior_under_torch_compile_inductor(torch_backend, monkeypatch):
     """The README's VAE term, the prior by a Python-number scale, compiled by inductor with
-    fullgraph: its log enters as constants made in Python, so inductor compiles a short
-    graph (it took over 7 minutes when the constant's multi-word log went through it)."""
+    fullgraph: its log enters as constants made in Python (the array path is refused), so
+    inductor compiles a short graph (it took over 7 minutes when the constant's multi-word
+    log went through it)."""
+    refuse_the_array_path(monkeypatch)
     torch = torch_backend
     loc, log_scale = (torch.tensor(a, dtype=torch.float32) for a in data()[:2])
 
@@ -246,9 +249,11 @@ def test_log_difference_with_a_constant_scale_under_jit(jax_backend, name):
         assert np.max(errors) <= 1, (constant, log_scale[i], got)
 
 
-def test_vae_prior_with_a_python_number_scale_under_jit(jax_backend):
+def test_vae_prior_with_a_python_number_scale_under_jit(jax_backend, monkeypatch):
     """The prior by a Python-number scale inside jax.jit: its log words are constants behind
-    an optimization barrier; equal to eager to an ulp, gradients included."""
+    an optimization barrier (the array path is refused); equal to eager to an ulp,
+    gradients included."""
+    refuse_the_array_path(monkeypatch)
     jax = jax_backend
     loc, log_scale = (jax.numpy.asarray(a) for a in data()[:2])
 
