@@ -125,6 +125,50 @@ def test_mixed_with_a_python_number_scale(backend, xp, dtype, which, monkeypatch
     )
 
 
+@pytest.mark.parametrize("prior_by_log", [False, True])
+@pytest.mark.parametrize("prior_first", [False, True])
+def test_unit_prior_as_python_numbers(backend, xp, dtype, prior_by_log, prior_first, monkeypatch):
+    """``N(0, 1)`` given as Python numbers (``Normal(0.0, 1.0)`` or ``log_scale=0.0``), as
+    VAEs use it: its log of 0 and unit scale are left out (no multi-word subtraction, which
+    is refused here), and the KL equals that against the same prior given as arrays."""
+    name = dtype_name(dtype)
+    rng = np.random.default_rng(7)
+    loc = rng.normal(0.0, 3.0, 64)
+    log_scale = np.concatenate([rng.normal(0.0, 2.0, 60), [0.0, -0.0, 1e-30, 20.0]])
+    posterior = kb.Normal(backend.asarray(loc, dtype), log_scale=backend.asarray(log_scale, dtype))
+    as_arrays = (
+        kb.Normal(
+            backend.asarray(np.zeros(1), dtype), log_scale=backend.asarray(np.zeros(1), dtype)
+        )
+        if prior_by_log
+        else kb.Normal(backend.asarray(np.zeros(1), dtype), backend.asarray(np.ones(1), dtype))
+    )
+    want = backend.to_numpy(
+        kb.kl_divergence(as_arrays, posterior)
+        if prior_first
+        else kb.kl_divergence(posterior, as_arrays)
+    )
+
+    def multi_word(*args, **kwargs):
+        raise AssertionError("the unit prior went through the multi-word log")
+
+    monkeypatch.setattr(normal_pair, "subtract_from_words", multi_word)
+    refuse_the_array_path(monkeypatch)
+    prior = kb.Normal(0.0, log_scale=0.0) if prior_by_log else kb.Normal(0.0, 1.0)
+    got = kb.kl_divergence(prior, posterior) if prior_first else kb.kl_divergence(posterior, prior)
+    assert_array(got, xp=xp, dtype=dtype, shape=(64,))
+    np.testing.assert_array_equal(backend.to_numpy(got), want)
+    rows = zip(loc.astype(name).tolist(), log_scale.astype(name).tolist(), strict=True)
+    exact = [
+        kl_normal(0.0, a, log_scale_p=0.0, log_scale_q=b)
+        if prior_first
+        else kl_normal(a, 0.0, log_scale_p=b, log_scale_q=0.0)
+        for a, b in rows
+    ]
+    errors = ulp_errors(backend.to_numpy(got), exact, np.dtype(name).type)
+    assert np.all(errors <= 4 + 2 * np.abs(log_scale.astype(name))), errors.max()
+
+
 @pytest.mark.parametrize("parameterization", ["scale-log", "log-scale"])
 def test_mixed_accuracy_with_a_broadcast_scale(backend, xp, dtype, parameterization):
     """A scale shared along an axis (a prior, a per-feature scale) against log-scales: the

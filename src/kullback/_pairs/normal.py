@@ -193,13 +193,27 @@ def _log_scale_ratio(p: Normal, q: Normal, xp: Any) -> Any:
 
     Two log-scales: their difference.  Mixed: :func:`~kullback._double_word.log_difference`,
     which never rounds ``log(scale)``, so that near equality the result is not swamped by
-    that rounding amplified by ``|log scale| / |r|``.
+    that rounding amplified by ``|log scale| / |r|``.  A unit scale given as a Python number
+    (the prior ``N(0, 1)``) has an exact log of 0, and is left out.
     """
+    if p.log_scale is not None and _has_unit_scale(q):
+        return p.log_scale
+    if q.log_scale is not None and _has_unit_scale(p):
+        return -q.log_scale
     if p.log_scale is not None and q.log_scale is not None:
         return p.log_scale - q.log_scale
     if p.log_scale is None:
         return _log_difference(p, q.log_scale, xp)
     return -_log_difference(q, p.log_scale, xp)
+
+
+def _has_unit_scale(distribution: Normal) -> bool:
+    """Whether the scale was given as the Python number 1, or the log-scale as 0 (the usual
+    prior ``N(0, 1)``): terms with its log or its inverse are then left out, exactly."""
+    return (
+        python_number(distribution, "scale") == 1.0
+        or python_number(distribution, "log_scale") == 0.0
+    )
 
 
 def _log_difference(by_scale: Normal, log_scale: Any, xp: Any) -> Any:
@@ -227,7 +241,12 @@ def _log_difference(by_scale: Normal, log_scale: Any, xp: Any) -> Any:
 
 
 def _location_term(p: Normal, q: Normal, xp: Any) -> Any:
-    """``((loc_p - loc_q) / scale_q)**2 / 2``, with no overflow before the result's own."""
+    """``((loc_p - loc_q) / scale_q)**2 / 2``, with no overflow before the result's own.
+
+    Against the prior ``N(0, 1)`` given as Python numbers this is ``(loc_p/2) loc_p``.
+    """
+    if python_number(q, "loc") == 0.0 and _has_unit_scale(q):
+        return (0.5 * p.loc) * p.loc
     if q.scale is not None:
         # halves first, so that loc_p - loc_q cannot overflow; inf for scale_q = 0
         half_gap = (0.5 * p.loc - 0.5 * q.loc) / q.scale
