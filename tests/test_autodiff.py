@@ -133,8 +133,9 @@ def test_hessian_at_equality_is_fisher(autodiff, dtype, by_log):
 
 
 def test_scale_gradient_at_branch_edges(autodiff, dtype):
-    """The scale-vs-scale kernel switches form at s/t = 1/4, 1/2, 2 and 4 (and where s/t
-    underflows): gradients on both sides of each switch, and at it, match the analytic ones."""
+    """The scale-vs-scale kernel switches form at s/t = 1/2, 2 and 4 (and where s/t
+    underflows; 1/4, a former switch, is kept): gradients on both sides of each switch, and
+    at it, match the analytic ones."""
     name = dtype_name(dtype)
     dt = np.dtype(name).type
     t = dt(1.5)
@@ -165,6 +166,38 @@ def test_scale_gradient_at_branch_edges(autodiff, dtype):
     for got, want in zip(grads, exact, strict=True):
         assert np.all(np.isfinite(got))
         np.testing.assert_allclose(got, want, rtol=16 * eps, atol=0)
+
+
+def test_scale_gradient_at_the_ends_of_the_float_range(autodiff, dtype):
+    """Scale ratios below the smallest normal float (rescaled before the ``log``) and scales
+    near the largest float at moderate ratios: gradients are finite and match the analytic
+    ones (to an absolute smallest-normal where the exact one is below the normal range,
+    which XLA flushes to 0)."""
+    name = dtype_name(dtype)
+    info = np.finfo(name)
+    smallest, largest = float(info.smallest_normal), float(info.max)
+    scale_p = np.array([smallest, 1.5 * smallest, 0.9 * largest, 0.9 * largest], dtype=name)
+    scale_q = np.array([0.5 * largest, largest, 0.1 * largest, 0.3 * largest], dtype=name)
+    loc_p = np.array([0.0, 1.0, 0.0, -1.0], dtype=name)
+    loc_q = np.zeros(4, dtype=name)
+    args = (loc_p, scale_p, loc_q, scale_q)
+
+    def kl(a, s, b, q):
+        return kb.kl_divergence(kb.Normal(a, s), kb.Normal(b, q))
+
+    grads = gradient(autodiff, kl, *args)
+    exact = np.array(
+        [[float(g) for g in exact_gradient_scale(*(float(v[i]) for v in args))] for i in range(4)]
+    ).T
+    compared = np.ones((4, 4), dtype=bool)
+    if autodiff.name == "jax":
+        # JAX's quotient rule computes y**-2, which underflows to 0 for y above
+        # 2**(maxexp/2): the gradient with respect to such a scale_q is lost (docs, Limits)
+        compared[3] = scale_q.astype(np.float64) < 2.0 ** (info.maxexp / 2)
+    eps = float(info.eps)
+    for got, want, keep in zip(grads, exact, compared, strict=True):
+        assert np.all(np.isfinite(got)), got
+        np.testing.assert_allclose(got[keep], want[keep], rtol=16 * eps, atol=smallest)
 
 
 def test_expm1mx_gradient_at_branch_edges(autodiff, dtype):

@@ -129,8 +129,11 @@ def test_mixed_with_a_python_number_scale(backend, xp, dtype, which, monkeypatch
 @pytest.mark.parametrize("prior_first", [False, True])
 def test_unit_prior_as_python_numbers(backend, xp, dtype, prior_by_log, prior_first, monkeypatch):
     """``N(0, 1)`` given as Python numbers (``Normal(0.0, 1.0)`` or ``log_scale=0.0``), as
-    VAEs use it: its log of 0 and unit scale are left out (no multi-word subtraction, which
-    is refused here), and the KL equals that against the same prior given as arrays."""
+    VAEs use it, in both argument orders: the KL equals that against the same prior given
+    as arrays, bit for bit, and is within the bound of mpmath.  For ``Normal(0.0, 1.0)``
+    the test also refuses the multi-word subtraction, which its log of 0 no longer takes
+    (the other shortcuts, for ``log_scale=0.0`` and the location term, only save work and
+    are seen here only through the values)."""
     name = dtype_name(dtype)
     rng = np.random.default_rng(7)
     loc = rng.normal(0.0, 3.0, 64)
@@ -254,18 +257,24 @@ def assert_within_4_ulp_of_mpmath(backend, dtype, scale_p, scale_q) -> np.ndarra
 
 def test_scale_ratio_beyond_the_float_range(backend, dtype):
     """s/t below the smallest normal float (its log and the KL are moderate): no inf, no
-    lost bits.  And s/t beyond the largest float, where the KL itself overflows."""
+    lost bits.  Scales near the largest float at moderate ratios (no intermediate such as
+    2s may overflow).  And s/t beyond the largest float, where the KL itself overflows."""
     name = dtype_name(dtype)
     info = np.finfo(name)
     smallest_normal, largest = float(info.tiny), float(info.max)
-    scale_p = np.array(
-        [1.5 * smallest_normal, 2.0 ** (info.minexp // 2), 1e-3 * largest**0.25, 3.0, 1.0],
-        dtype=name,
-    )
-    scale_q = np.array(
-        [0.5 * largest, 2.0 ** (info.maxexp // 2), 7.0 * largest**0.5, 1e-6, smallest_normal],
-        dtype=name,
-    )
+    # (scale_p, scale_q): tiny ratios; huge scales at ratios 9, 3 and 1.5; an overflowing KL
+    rows = [
+        (1.5 * smallest_normal, 0.5 * largest),
+        (2.0 ** (info.minexp // 2), 2.0 ** (info.maxexp // 2)),
+        (1e-3 * largest**0.25, 7.0 * largest**0.5),
+        (3.0, 1e-6),
+        (0.9 * largest, 0.1 * largest),
+        (0.9 * largest, 0.3 * largest),
+        (0.75 * largest, 0.5 * largest),
+        (1.0, smallest_normal),
+    ]
+    scale_p = np.array([row[0] for row in rows], dtype=name)
+    scale_q = np.array([row[1] for row in rows], dtype=name)
     got = assert_within_4_ulp_of_mpmath(backend, dtype, scale_p, scale_q)
     assert got[-1] == np.inf  # (s/t)**2/2 > max
 
@@ -326,6 +335,24 @@ def test_infinite_log_scale_gives_inf(backend, dtype):
     p = normal(backend, dtype, np.zeros(2), np.array([np.inf, 0.0]), True)
     q = normal(backend, dtype, np.zeros(2), np.array([0.0, -np.inf]), True)
     np.testing.assert_array_equal(backend.to_numpy(kb.kl_divergence(p, q)), [np.inf, np.inf])
+
+
+@pytest.mark.parametrize("parameterization", list(PARAMETERIZATIONS))
+def test_infinite_location_gives_inf(backend, dtype, parameterization):
+    """An infinite location of one distribution gives +inf, whatever the log-scale of q
+    (both forms of the location term, |log_scale_q| below and above its threshold); two
+    equal infinite locations give NaN (inf - inf)."""
+    p_by_log, q_by_log = PARAMETERIZATIONS[parameterization]
+    name = dtype_name(dtype)
+    beyond = 0.5 * math.log(float(np.finfo(name).max))  # above the threshold 0.45 log(max)
+    log_p = np.array([0.0, 0.3, -beyond, beyond, 0.0])
+    log_q = np.array([0.0, -0.2, -beyond, beyond, 0.0])
+    loc_p = np.array([np.inf, -np.inf, np.inf, 1.0, np.inf])
+    loc_q = np.array([0.0, 2.0, 0.0, -np.inf, np.inf])
+    p = normal(backend, dtype, loc_p, log_p if p_by_log else np.exp(log_p), p_by_log)
+    q = normal(backend, dtype, loc_q, log_q if q_by_log else np.exp(log_q), q_by_log)
+    got = backend.to_numpy(kb.kl_divergence(p, q))
+    np.testing.assert_array_equal(got, [np.inf, np.inf, np.inf, np.inf, np.nan])
 
 
 def test_zero_scale_gives_inf(backend, dtype):

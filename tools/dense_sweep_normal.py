@@ -30,7 +30,7 @@ import kullback as kb
 from kullback.special import expm1mx
 
 # (name, lower, upper) bounds of log(rho), sampled uniformly, with log(scale_q) uniform in
-# [-20, 20].  The kernel switches form at rho = 1/4, 1/2, 2 and 4.
+# [-20, 20].  The kernel switches form at rho = 1/2, 2 and 4.
 REGIONS = (
     ("near: rho in [1/2, 2]", -math.log(2), math.log(2)),
     ("rho in [2, 8]", math.log(2), math.log(8)),

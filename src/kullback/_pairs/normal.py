@@ -163,28 +163,28 @@ def _far_apart_term(scale_p: Any, scale_q: Any, xp: Any) -> Any:
 
     Below ``2**(4 - maxexp)`` the quotient ``s/t`` would lose bits to underflow (or be
     flushed to 0), although its ``log`` and the KL are moderate.  There it is formed as
-    ``(2 s a)/t = 2 rho a``, ``a = 2**(maxexp - 5)``, an exact scaling (``s < 16`` there, so
-    ``2 s a`` is finite), and ``log(2 rho) = log(quotient) - log(a)``; the square, below
-    ``2**-240``, is dropped.  The quotient is then at least ``2**-131`` for any two normal
-    scales: a subnormal with 18 significant bits, whose ``log`` is within ``2**-18`` of the
-    exact one, against a KL above 90.  Backends that flush subnormals to 0 (XLA, CuPy) also
-    divide ``t`` by ``b = 2**5`` there (``t > s 2**(maxexp - 4)``, so ``t/b`` is normal, and
-    large enough for JAX's quotient rule, which squares it), which makes the quotient normal.
-    The quotient is bounded by the largest float, so that its ``log`` stays finite for
-    ``scale_q = 0`` (where the square is ``inf``), and a negative one stays negative.
+    ``(s a)/(t/b) = rho a b``, ``a = 2**(maxexp - 5)``, ``b = 2**5``: exact scalings
+    (``s < 16`` there, so ``s a`` is finite; ``t > s 2**(maxexp - 4)``, so ``t/b`` is
+    normal) that bring the ratio of any two normal floats into the normal range, and keep
+    ``t/b`` large enough for JAX's quotient rule, which squares it (and the quotient normal,
+    so that the gradient of its ``log`` stays finite).  Then
+    ``log(2 rho) = log(2 quotient) - log(ab)``, and the square, below ``2**-240``, is
+    dropped.  The quotient is bounded by half the largest float, so that ``2 quotient``
+    (exact) and its ``log`` stay finite for ``scale_q = 0`` or ``rho > max/2`` (where the
+    square is ``inf``, as is the KL), and a negative one stays negative.  The 2 multiplies
+    the quotient, not ``s``: ``2 s`` would overflow for ``s > max/2`` at a moderate ratio.
     """
     dtype = scale_p.dtype
     largest = float(xp.finfo(dtype).max)
     max_exponent = math.frexp(largest)[1]
     tiny = mask(scale_p * 2.0 ** (max_exponent - 4) < scale_q, dtype, xp)
-    boost = 2.0 + tiny * (2.0 ** (max_exponent - 4) - 2.0)  # 2 or 2a, exactly
-    log_scaling = (max_exponent - 5) * math.log(2)  # log(a)
-    if _namespace.flushes_subnormals(xp):
-        scale_q = scale_q * (1.0 - tiny * (31.0 / 32.0))  # t or t/b, exactly
-        log_scaling = max_exponent * math.log(2)  # log(ab)
-    quotient = bounded_quotient(scale_p * boost, scale_q, -largest, largest, xp)
-    twice_ratio = (1.0 - tiny) * quotient  # 2 rho, or 0 where tiny
-    log_twice_ratio = xp.log(quotient) - tiny * log_scaling
+    boost = 1.0 + tiny * (2.0 ** (max_exponent - 5) - 1.0)  # 1 or a, exactly
+    shrink = 1.0 - tiny * (31.0 / 32.0)  # 1 or 1/b, exactly
+    half = 0.5 * largest
+    quotient = bounded_quotient(scale_p * boost, scale_q * shrink, -half, half, xp)
+    twice_quotient = 2.0 * quotient
+    twice_ratio = (1.0 - tiny) * twice_quotient  # 2 rho, or 0 where tiny
+    log_twice_ratio = xp.log(twice_quotient) - tiny * (max_exponent * math.log(2))
     return (0.125 * twice_ratio) * twice_ratio - (log_twice_ratio + _HALF_MINUS_LOG_TWO)
 
 
@@ -254,25 +254,25 @@ def _location_term(p: Normal, q: Normal, xp: Any) -> Any:
     difference = p.loc - q.loc
     dtype = difference.dtype
     # Where exp(-2 log_t) is a normal float (|log_t| <= limit): (d/2) * (d * exp(-2 log_t)),
-    # three roundings.  Beyond: (d/2 * exp(-log_t)) * (d * exp(-log_t)), one more rounding
-    # but no intermediate overflow or underflow.  Each form gets a zero difference where it is
-    # not selected, and exponents capped below the overflow threshold, so both stay finite.
+    # three roundings.  Beyond: (d'/2) * d' with d' = d * exp(-log_t), one more rounding but
+    # no intermediate overflow or underflow.  Both are (d'/2) * (d' * factor), with d' = d
+    # and factor = exp(-2 log_t) inside, d' = d exp(-log_t) and factor = 1 outside, selected
+    # exactly by 0/1 masks from exponentials capped below the overflow threshold: finite
+    # where unselected, and never multiplied by 0 (an infinite difference gives +inf).
     # exp of the cap is the largest float (to within the backend's exp); a log-scale beyond it
     # is a scale that is not representable, and a nonzero difference there gives the capped
     # (too small) value only if d * exp(-log_t) is itself below about 1e19.
     largest_exponent = math.log(float(xp.finfo(dtype).max)) * (1 - 2 * float(xp.finfo(dtype).eps))
     limit = 0.45 * largest_exponent
     outside = mask(xp.abs(q.log_scale) > limit, dtype, xp)
-    inside_difference = (1 - outside) * difference
-    outside_difference = outside * difference
+    inside = 1 - outside
     inverse_variance = xp.exp(
         _namespace.clip(-2.0 * q.log_scale, -largest_exponent, largest_exponent, xp)
     )
     inverse_scale = xp.exp(_namespace.clip(-q.log_scale, None, largest_exponent, xp))
-    scaled = outside_difference * inverse_scale
-    return (0.5 * inside_difference) * (inside_difference * inverse_variance) + (
-        0.5 * scaled
-    ) * scaled
+    scaled = difference * (inside + outside * inverse_scale)  # d, or d exp(-log_t)
+    factor = inside * inverse_variance + outside  # exp(-2 log_t), or 1
+    return (0.5 * scaled) * (scaled * factor)
 
 
 @register_kl(Normal, Normal)
