@@ -13,26 +13,27 @@ from . import _namespace
 
 __all__ = ["expm1mx"]
 
-# On |x| <= 1:  (e**x - 1 - x) / 2 = h + h * x * S(x),  h = x**2 / 4,  where
+# On -1 <= x <= 2:  (e**x - 1 - x) / 2 = h + h * x * S(x),  h = x**2 / 4,  where
 # S(x) = 1/3 + x/12 + ... is a Chebyshev fit of the lowest degree for which the whole
-# evaluation stays within about 2 units of roundoff and its autodiff derivative within a
-# few ulp of expm1 (degree 6 for float32, 13 for float64: at 12 the derivative is 14 ulp
-# off near |x| = 1; tools/fit_expm1mx.py makes and checks them).  The leading 1 of (1 + x S) is exact and
-# |x S(x)| <= 0.44, so the fit's rounding barely enters.
+# evaluation stays within about 2.3 units of roundoff and its autodiff derivative within a
+# few ulp of expm1 (degree 8 for float32, 15 for float64; tools/fit_expm1mx.py makes and
+# checks them).  The leading 1 of (1 + x S) is exact and |x S(x)| <= 1.2 on the interval.
 _S_FLOAT32 = (
-    0.3333333333333333, 0.08333339441967166, 0.016666672208658816, 0.0027772895481642966,
-    0.00039678109631145124, 5.057686979879248e-05, 5.59985250154403e-06,
+    0.33333333340912963, 0.08333333913303186, 0.016666664841128817, 0.002777739576996279,
+    0.00039684168371947317, 4.966621872861837e-05, 5.472254926055395e-06,
+    5.242359097985268e-07, 7.548263420277974e-08,
 )  # fmt: skip
 _S_FLOAT64 = (
-    0.3333333333333333, 0.08333333333333333, 0.016666666666666597, 0.002777777777777774,
-    0.00039682539682648395, 4.960317460323494e-05, 5.511463838276363e-06, 5.511463841178031e-07,
-    5.0104235391815646e-08, 4.175352431117593e-09, 3.2115359247603275e-10,
-    2.293997665212762e-11, 1.5492357186037655e-12, 9.66890274781216e-14,
+    0.3333333333333333, 0.08333333333333334, 0.016666666666666687, 0.002777777777777683,
+    0.00039682539682520357, 4.960317460382208e-05, 5.511463845336961e-06,
+    5.511463824999207e-07, 5.0104216490912125e-08, 4.175354344167596e-09,
+    3.211799581851346e-10, 2.2939550248316575e-11, 1.5307952015310065e-12,
+    9.583208658808067e-14, 5.107819625393698e-15, 4.87827151206599e-16,
 )  # fmt: skip
 
-# For 1 <= x <= 3, with n = 1 or 2 and w = x - n in [0, 1]:
+# For 1 <= x <= 4, with n = 1 (x < 2) or 2 and w = x - n in [0, 2]:
 #     (e**x - 1 - x) / 2 = c * expm1(w) + (c - 1/2 - x/2),   c = e**n / 2,
-# and for x > 3 (n = 2) or x < -1 (n = 0, c = 1/2):
+# and for x > 4 (n = 2) or x < -1 (n = 0, c = 1/2):
 #     (e**x - 1 - x) / 2 = c * exp(w) - (1/2 + x/2).
 # x - n is exact, and c * exp(x - 2) overflows only where the result does.
 _HALF_E = math.e / 2
@@ -80,12 +81,13 @@ def fusable_clip(x: Any, low: float, high: float, xp: Any) -> Any:
 
 
 def half_expm1mx_series(clipped: Any, xp: Any) -> Any:
-    """``(e**x - 1 - x) / 2`` for ``|x| <= 1``, from ``clipped = clip(x, -2, 2)``.
+    """``(e**x - 1 - x) / 2`` for ``-1 <= x <= 2``, from ``clipped = clip(x, -2, 3)``.
 
-    ``h + h*x*S(x)`` with ``h = x**2/4``: every term has the sign of the result.  Callers
+    ``h + h*x*S(x)`` with ``h = x**2/4``: both terms have the sign of the result for
+    ``x >= 0``, and for ``x < 0`` the second removes at most 0.43 of the first.  Callers
     pass a clipped argument so that the value is finite where it is not selected (gradients
-    included); clipping wider than [-1, 1] keeps the gradient exact at ``x = ±1``, where a
-    clip to ±1 would tie.
+    included); clipping wider than the interval keeps the gradient exact at its ends,
+    where a clip to them would tie.
     """
     coefficients = _S_FLOAT64 if clipped.dtype == xp.float64 else _S_FLOAT32
     correction = coefficients[-1] * clipped + coefficients[-2]
@@ -102,13 +104,14 @@ def half_expm1mx(x: Any, xp: Any) -> Any:
     two regions, and ``exp`` the rest:
 
     * ``|x| < 1``: the series at ``w = x``;
-    * ``1 <= x <= 3``: ``c * expm1(w) + (c - 1/2 - x/2)``, ``c = e**n/2``, with
-      ``expm1(w) = w + 2*series(w)``, ``w in [0, 1]``: well conditioned, and no backend
-      ``expm1`` (some are several ulp off for small arguments, and ``torch.compile`` lowers
-      ``expm1`` to ``exp(x) - 1``);
+    * ``1 <= x <= 4``: ``c * expm1(w) + (c - 1/2 - x/2)``, ``c = e**n/2``, with
+      ``expm1(w) = w + 2*series(w)``, ``w in [0, 2]``: a sum of non-negative terms, and no
+      backend ``expm1`` (some are several ulp off for small arguments, and
+      ``torch.compile`` lowers ``expm1`` to ``exp(x) - 1``);
     * elsewhere ``c * exp(w) - (1/2 + x/2)``: for ``x < -1`` a sum of non-negative terms, for
-      ``x > 3`` at most a factor 1.25 of cancellation (so a backend ``exp`` that is 2 ulp off
-      costs at most 2.5 ulp), and ``exp(x - 2)`` overflows only where the result does.
+      ``x > 4`` at most a factor 1.1 of cancellation, and ``exp(x - 2)`` overflows only where
+      the result does.  (From ``x = 3``, as before, NumPy's float32 ``exp``, which is up to
+      2.5 ulp off, put 8 of the float32 inputs near 3.58 above 4 ulp.)
 
     The regions are selected with 0/1 masks, and each branch is finite where it is not
     selected, so neither values nor gradients see an unselected branch.
@@ -118,14 +121,14 @@ def half_expm1mx(x: Any, xp: Any) -> Any:
     above_two = mask(x > 2, dtype, xp)
     shift = above_one + above_two
     w = x - shift
-    clipped = _namespace.clip(w, -2.0, 2.0, xp)  # = w wherever the series is selected
+    clipped = _namespace.clip(w, -2.0, 3.0, xp)  # = w wherever the series is selected
     series = half_expm1mx_series(clipped, xp)
     # c = e**n / 2 as a sum with exactly one nonzero term, so it is exactly float(e**n / 2)
     c = (1 - above_one) * 0.5 + (above_one - above_two) * _HALF_E + above_two * _HALF_E2
     # +inf - inf would give NaN for x = +inf: the linear terms use x capped at the largest float
     half_x = 0.5 * _namespace.clip(x, None, float(xp.finfo(dtype).max), xp)
     in_first = mask(xp.abs(x) < 1, dtype, xp)
-    in_second = above_one * mask(w <= 1, dtype, xp)
+    in_second = above_one * mask(w <= 2, dtype, xp)
     # From clipped values only (finite where unselected); there clipped + shift == x exactly,
     # and c - 1/2 is exact, so (c - 1/2) - x/2 is rounded once.
     second = c * (clipped + 2.0 * series) + ((c - 0.5) - 0.5 * (clipped + shift))
@@ -156,12 +159,12 @@ def expm1mx(x: Any) -> Any:
     the result about ``x**2/2``).  Here:
 
     * for ``|x| <= 1``, ``x**2/2 * (1 + x S(x))`` with a polynomial ``S`` fitted to the
-      correction (degree 6 in float32, 13 in float64: the lowest that meets the bounds on the value
-      and on its derivative);
-    * for ``1 <= x <= 3``, ``e**n * expm1(x - n) + (e**n - 1 - x)`` with ``n = 1, 2`` and
-      ``expm1`` from the same series (well conditioned, ``x - n`` exact);
-    * elsewhere ``e**n * exp(x - n) - 1 - x`` (``n = 0`` for ``x < -1``, 2 for ``x > 3``):
-      at most a factor 1.25 of cancellation, no premature overflow.
+      correction on ``[-1, 2]`` (degree 8 in float32, 15 in float64: the lowest that meets
+      the bounds on the value and on its derivative);
+    * for ``1 <= x <= 4``, ``e**n * expm1(x - n) + (e**n - 1 - x)`` with ``n = 1, 2`` and
+      ``expm1`` from the same series (a sum of non-negative terms, ``x - n`` exact);
+    * elsewhere ``e**n * exp(x - n) - 1 - x`` (``n = 0`` for ``x < -1``, 2 for ``x > 4``):
+      at most a factor 1.1 of cancellation, no premature overflow.
 
     Every branch is evaluated on an input that keeps it finite, so gradients through the
     selection are finite.  The result is at most a few ulp from the exact value and is
