@@ -280,14 +280,15 @@ def test_scale_ratio_beyond_the_float_range(backend, dtype):
 
 
 def test_scales_at_the_bottom_of_the_normal_range(backend, dtype):
-    """Near-equal scales just above the smallest normal float, in every series window: their
-    difference is subnormal, which JAX and CuPy flush to 0, unless the scales are lifted."""
+    """Near-equal scales up to 2**52 times the smallest normal float, in every series window:
+    their difference is subnormal, which JAX and CuPy flush to 0, unless the scales are
+    lifted (a lift from 2**26 only, as float32 needs, left float64 at 0 near 1e-298)."""
     name = dtype_name(dtype)
     smallest = float(np.finfo(name).tiny)
     rows = [
         (ratio * multiple * smallest, multiple * smallest)
-        for multiple in (1.0, 3.0, 1e3, 2.0**26)
-        for ratio in (0.3, 0.45, 0.9, 1 + 1e-3, 1.7, 3.0)
+        for multiple in (1.0, 3.0, 1e3, 2.0**26, 2.0**40, 2.0**52)
+        for ratio in (0.3, 0.45, 0.9, 1 + 1e-3, 1 + 2.0**-20, 1 - 2.0**-45, 1.7, 3.0)
     ]
     scale_p = np.array([r[0] for r in rows], dtype=name)
     scale_q = np.array([r[1] for r in rows], dtype=name)

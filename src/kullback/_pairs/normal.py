@@ -122,7 +122,8 @@ def _near_equality_term(scale_p: Any, scale_q: Any, xp: Any) -> tuple[Any, Any]:
     accurate (see :func:`_far_apart_term`), so no third window is needed.
 
     Backends that flush subnormal results to zero (XLA, CuPy) first multiply scales below
-    ``2**26`` times the smallest normal by ``2**(maxexp/2)``, exactly, so that ``d`` is
+    ``2**(digits + 2)`` times the smallest normal (``2**26`` in float32, ``2**55`` in float64)
+    by ``2**(maxexp/2)``, exactly, so that ``d`` is
     never subnormal; elsewhere a subnormal ``d`` is exact (and ``e`` normal), so the lift
     is skipped.
     """
@@ -130,7 +131,9 @@ def _near_equality_term(scale_p: Any, scale_q: Any, xp: Any) -> tuple[Any, Any]:
     doubled = mask(scale_p >= scale_q + scale_q, dtype, xp)
     if _namespace.flushes_subnormals(xp):
         finfo = xp.finfo(dtype)
-        small = mask(scale_q < float(finfo.smallest_normal) * 2.0**26, dtype, xp)
+        # below 2**(digits + 2) times the smallest normal, s - 2t or s - t may be subnormal
+        threshold = float(finfo.smallest_normal) / float(finfo.eps) * 8.0
+        small = mask(scale_q < threshold, dtype, xp)
         lift = 1.0 + small * (2.0 ** (math.frexp(float(finfo.max))[1] // 2) - 1.0)
         scale_p = scale_p * lift
         scale_q = scale_q * lift
