@@ -57,6 +57,19 @@ def test_worst_cases_of_a_backend_exp(backend, xp):
     assert_expm1mx_within_4_ulp(backend.to_numpy(result), x)
 
 
+def test_results_just_above_the_smallest_normal(backend, xp, dtype):
+    """Results between the smallest normal float and twice it are normal floats: no
+    intermediate half of them may be subnormal (which JAX and CuPy flush to 0)."""
+    name = dtype_name(dtype)
+    smallest = float(np.finfo(name).smallest_normal)
+    # e**x - 1 - x ~ x**2/2 at 1.01, 1.24 and 1.9 times the smallest normal, both signs
+    magnitudes = np.sqrt(2.0 * smallest * np.array([1.01, 1.24, 1.9]))
+    x = np.concatenate([magnitudes, -magnitudes]).astype(name)
+    result = kb.special.expm1mx(backend.asarray(x, dtype))
+    assert_array(result, xp=xp, dtype=dtype, shape=x.shape)
+    assert_expm1mx_within_4_ulp(backend.to_numpy(result), x)
+
+
 def test_special_values(backend, dtype):
     name = dtype_name(dtype)
     big = math.log(float(np.finfo(name).max))  # e**big - 1 - big is just below the maximum

@@ -31,15 +31,13 @@ _S_FLOAT64 = (
     9.583208658808067e-14, 5.107819625393698e-15, 4.87827151206599e-16,
 )  # fmt: skip
 
+
 # For 1 <= x <= 4, with n = 1 (x < 2) or 2 and w = x - n in [0, 2]:
 #     (e**x - 1 - x) / 2 = c * expm1(w) + (c - 1/2 - x/2),   c = e**n / 2,
 # and for x > 4 (n = 2) or x < -1 (n = 0, c = 1/2):
-#     (e**x - 1 - x) / 2 = c * exp(w) - (1/2 + x/2).
-# x - n is exact, and c * exp(x - 2) overflows only where the result does.
-_HALF_E = math.e / 2
-_HALF_E2 = math.e**2 / 2
-
-
+#     (e**x - 1 - x) / 2 = c * exp(w) - (1/2 + x/2);
+# the same with c = e**n and 1, x for e**x - 1 - x itself.  x - n is exact, and
+# c * exp(x - 2) overflows only where the result does.
 def mask(condition: Any, dtype: Any, xp: Any) -> Any:
     """``condition`` as 0.0/1.0 of ``dtype``: selects by arithmetic, ``m*a + (1-m)*b``.
 
@@ -80,41 +78,44 @@ def fusable_clip(x: Any, low: float, high: float, xp: Any) -> Any:
     return x
 
 
-def half_expm1mx_series(clipped: Any, xp: Any) -> Any:
-    """``(e**x - 1 - x) / 2`` for ``-1 <= x <= 2``, from ``clipped = clip(x, -2, 3)``.
+def _scaled_series(clipped: Any, weight: float, xp: Any) -> Any:
+    """``weight * (e**x - 1 - x)`` for ``-1 <= x <= 2``, from ``clipped = clip(x, -2, 3)``.
 
-    ``h + h*x*S(x)`` with ``h = x**2/4``: both terms have the sign of the result for
-    ``x >= 0``, and for ``x < 0`` the second removes at most 0.43 of the first.  Callers
-    pass a clipped argument so that the value is finite where it is not selected (gradients
-    included); clipping wider than the interval keeps the gradient exact at its ends,
-    where a clip to them would tie.
+    ``h + h*x*S(x)`` with ``h = (weight/2) x**2`` (``weight`` 1/2 or 1, so that the scaling
+    is exact): both terms have the sign of the result for ``x >= 0``, and for ``x < 0`` the
+    second removes at most 0.43 of the first.  Callers pass a clipped argument so that the
+    value is finite where it is not selected (gradients included); clipping wider than the
+    interval keeps the gradient exact at its ends, where a clip to them would tie.
     """
     coefficients = _S_FLOAT64 if clipped.dtype == xp.float64 else _S_FLOAT32
     correction = coefficients[-1] * clipped + coefficients[-2]
     for c in coefficients[-3::-1]:
         correction = correction * clipped + c
-    h = (clipped * clipped) * 0.25
+    h = ((0.5 * weight) * clipped) * clipped
     return h + h * (clipped * correction)
 
 
-def half_expm1mx(x: Any, xp: Any) -> Any:
-    r"""``(e**x - 1 - x) / 2`` for an array ``x`` of namespace ``xp``; private workhorse.
+def _scaled_expm1mx(x: Any, weight: float, xp: Any) -> Any:
+    r"""``weight * (e**x - 1 - x)``, ``weight`` 1/2 or 1, for an array ``x`` of namespace ``xp``.
 
     One evaluation of the series, at ``w = x - n`` with ``n = [x >= 1] + [x > 2]``, serves
-    two regions, and ``exp`` the rest:
+    two regions, and ``exp`` the rest (with ``c = weight e**n``):
 
     * ``|x| < 1``: the series at ``w = x``;
-    * ``1 <= x <= 4``: ``c * expm1(w) + (c - 1/2 - x/2)``, ``c = e**n/2``, with
-      ``expm1(w) = w + 2*series(w)``, ``w in [0, 2]``: a sum of non-negative terms, and no
-      backend ``expm1`` (some are several ulp off for small arguments, and
+    * ``1 <= x <= 4``: ``c * expm1(w) + (c - weight - weight x)``, with
+      ``expm1(w) = w + series(w)/weight``, ``w in [0, 2]``: a sum of non-negative terms, and
+      no backend ``expm1`` (some are several ulp off for small arguments, and
       ``torch.compile`` lowers ``expm1`` to ``exp(x) - 1``);
-    * elsewhere ``c * exp(w) - (1/2 + x/2)``: for ``x < -1`` a sum of non-negative terms, for
-      ``x > 4`` at most a factor 1.1 of cancellation, and ``exp(x - 2)`` overflows only where
-      the result does.  (From ``x = 3``, as before, NumPy's float32 ``exp``, which is up to
-      2.5 ulp off, put 8 of the float32 inputs near 3.58 above 4 ulp.)
+    * elsewhere ``c * exp(w) - (weight + weight x)``: for ``x < -1`` a sum of non-negative
+      terms, for ``x > 4`` at most a factor 1.1 of cancellation, and ``exp(x - 2)``
+      overflows only where the result does.  (From ``x = 3``, as before, NumPy's float32
+      ``exp``, which is up to 2.5 ulp off, put 8 of the float32 inputs near 3.58 above 4 ulp.)
 
-    The regions are selected with 0/1 masks, and each branch is finite where it is not
-    selected, so neither values nor gradients see an unselected branch.
+    The two weights give the same roundings (the scalings are exact) except at the ends of
+    the float range: the KL uses the half itself, and :func:`expm1mx` the whole, which has no
+    subnormal half to be flushed on JAX and CuPy.  The regions are selected with 0/1 masks,
+    and each branch is finite where it is not selected, so neither values nor gradients see
+    an unselected branch.
     """
     dtype = x.dtype
     above_one = mask(x >= 1, dtype, xp)
@@ -122,18 +123,32 @@ def half_expm1mx(x: Any, xp: Any) -> Any:
     shift = above_one + above_two
     w = x - shift
     clipped = _namespace.clip(w, -2.0, 3.0, xp)  # = w wherever the series is selected
-    series = half_expm1mx_series(clipped, xp)
-    # c = e**n / 2 as a sum with exactly one nonzero term, so it is exactly float(e**n / 2)
-    c = (1 - above_one) * 0.5 + (above_one - above_two) * _HALF_E + above_two * _HALF_E2
+    series = _scaled_series(clipped, weight, xp)
+    # c = weight e**n as a sum with exactly one nonzero term, so it is exactly the rounded
+    # constant
+    c = (
+        (1 - above_one) * weight
+        + (above_one - above_two) * (weight * math.e)
+        + above_two * (weight * math.e**2)
+    )
     # +inf - inf would give NaN for x = +inf: the linear terms use x capped at the largest float
-    half_x = 0.5 * _namespace.clip(x, None, float(xp.finfo(dtype).max), xp)
+    capped_x = _namespace.clip(x, None, float(xp.finfo(dtype).max), xp)
+    weighted_x = capped_x if weight == 1.0 else weight * capped_x
     in_first = mask(xp.abs(x) < 1, dtype, xp)
     in_second = above_one * mask(w <= 2, dtype, xp)
     # From clipped values only (finite where unselected); there clipped + shift == x exactly,
-    # and c - 1/2 is exact, so (c - 1/2) - x/2 is rounded once.
-    second = c * (clipped + 2.0 * series) + ((c - 0.5) - 0.5 * (clipped + shift))
-    outer = c * xp.exp(w) - (0.5 + half_x)
+    # and c - weight is exact, so (c - weight) - weight x is rounded once.
+    expm1 = clipped + (series if weight == 1.0 else series * (1.0 / weight))
+    unshifted = clipped + shift
+    second = c * expm1 + ((c - weight) - (unshifted if weight == 1.0 else weight * unshifted))
+    outer = c * xp.exp(w) - (weight + weighted_x)
     return in_first * series + in_second * second + (1 - in_first - in_second) * outer
+
+
+def half_expm1mx(x: Any, xp: Any) -> Any:
+    """``(e**x - 1 - x) / 2`` for an array ``x`` of namespace ``xp``; the KL's workhorse
+    (see :func:`_scaled_expm1mx`)."""
+    return _scaled_expm1mx(x, 0.5, xp)
 
 
 def expm1mx(x: Any) -> Any:
@@ -182,4 +197,4 @@ def expm1mx(x: Any) -> Any:
     resolved = _namespace.resolve([("x", x)])
     xp = resolved.xp
     with _namespace.errstate(xp):
-        return _namespace.finalize(2 * half_expm1mx(resolved.asarray(x), xp), xp)
+        return _namespace.finalize(_scaled_expm1mx(resolved.asarray(x), 1.0, xp), xp)

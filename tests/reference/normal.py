@@ -29,8 +29,11 @@ def kl_normal(loc_p, loc_q, scale_p=None, scale_q=None, log_scale_p=None, log_sc
 
 
 def expm1mx(x):
-    with mpmath.workdps(DIGITS):
-        x = mpmath.mpf(x)
+    """e**x - 1 - x in mpmath; the subtraction cancels about log10(1/|x|) digits, which are
+    carried in addition to DIGITS (for x down to the smallest float)."""
+    x = mpmath.mpf(x)  # exact: a float has at most 53 bits
+    extra = 0 if x == 0 or abs(x) >= 1 else int(-mpmath.log10(abs(x))) + 1
+    with mpmath.workdps(DIGITS + extra):
         return mpmath.expm1(x) - x
 
 
