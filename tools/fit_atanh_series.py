@@ -7,7 +7,7 @@ For two scales ``s``, ``t`` with ``e = s/t - 1`` and ``u = e/(2 + e) = (s - t)/(
 
 with ``Q(w) = (atanh(sqrt(w))/sqrt(w) - 1)/(2 w) = 1/6 + w/10 + w**2/14 + ...``.  The library
 uses this form for ``|u| <= 1/3`` (``s/t'`` within a factor 2 of 1, where ``t'`` is ``t``
-or ``s`` and ``t`` are doubled, depending on the window), so only ``Q`` on ``[0, 1/9]`` is
+or ``2t``, depending on the window), so only ``Q`` on ``[0, 1/9]`` is
 approximated, and its error enters ``G`` at most ``|u| (1 - u)**2 Q / G <= 0.09`` times.  For each dtype this prints, per degree, the largest
 relative error of the whole evaluation of ``V`` from an exact ``e`` (Horner in that dtype,
 coefficients rounded to it) in units of roundoff; the lowest degree whose error is within

@@ -222,9 +222,10 @@ def _has_unit_scale(distribution: Normal) -> bool:
 def _log_difference(by_scale: Normal, log_scale: Any, xp: Any) -> Any:
     """:func:`~kullback._double_word.log_difference` of ``by_scale.scale`` and ``log_scale``.
 
-    A scale given as a Python number (a prior ``N(0, 1)``) has its log words computed in
-    Python, exactly, and enters as three constants; one that broadcasts has them computed
-    once per call, not once per slice.
+    A scale given as a Python number (a prior ``N(0, 1.7)``; a unit scale never gets here,
+    see :func:`_has_unit_scale`) has its log words computed in Python, exactly, and enters
+    as three constants; one that broadcasts has them computed once per call, not once per
+    slice.
     """
     scale = by_scale.scale
     number = python_number(by_scale, "scale")
