@@ -6,9 +6,17 @@ scalars) and return arrays of the same framework, dtype and device.
 
 from . import _pairs, special
 from ._registry import kl_divergence, register_kl
-from .distributions import Distribution, Normal
+from .distributions import Bernoulli, Categorical, Distribution, Normal
 
-__all__ = ["Distribution", "Normal", "kl_divergence", "register_kl", "special"]
+__all__ = [
+    "Bernoulli",
+    "Categorical",
+    "Distribution",
+    "Normal",
+    "kl_divergence",
+    "register_kl",
+    "special",
+]
 __version__ = "0.1.0"
 
 del _pairs

@@ -41,14 +41,31 @@ class Resolved:
     device: Any
     shape: tuple[int | None, ...]
 
-    def asarray(self, value: Any) -> Any:
-        """Return ``value`` as an array of the common namespace, dtype and device.
+    @property
+    def working_dtype(self) -> Any:
+        """The dtype computations are done in: the result dtype, except that half precision
+        (float16, bfloat16) is computed in float32 (its results are then rounded once, to
+        within an ulp of the half dtype; float32 is its natural accumulator)."""
+        if self.xp.finfo(self.dtype).bits < 32:
+            return self.xp.float32
+        return self.dtype
 
-        Arrays already of the common dtype are returned as they are (converting them again
-        could detach them from an autograd graph).
+    def asarray(self, value: Any) -> Any:
+        """Return ``value`` as an array of the common namespace and device, in the working
+        dtype (:attr:`working_dtype`).
+
+        Arrays already of that dtype are returned as they are (converting them again could
+        detach them from an autograd graph).
         """
+        dtype = self.working_dtype
         if is_python_scalar(value):
-            return self.xp.asarray(value, dtype=self.dtype, device=self.device)
+            return self.xp.asarray(value, dtype=dtype, device=self.device)
+        if value.dtype != dtype:
+            return self.xp.astype(value, dtype)
+        return value
+
+    def result(self, value: Any) -> Any:
+        """A result computed in the working dtype, in the result dtype."""
         if value.dtype != self.dtype:
             return self.xp.astype(value, self.dtype)
         return value

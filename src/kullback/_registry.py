@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import _namespace
+from . import _namespace, _reduction
 from .distributions import Distribution
 
 __all__ = ["kl_divergence", "register_kl"]
@@ -123,11 +123,16 @@ def shared_across_slices(array: Any, name: str, compute: Callable[[], Any]) -> A
     return shared[key][1]
 
 
-def _slices(shape: tuple[Any, ...], slice_size: int) -> list[tuple[int, int]] | None:
-    """Bounds along axis 0 for evaluating a batch of ``shape`` in slices, or None."""
+def _slices(
+    shape: tuple[Any, ...], slice_size: int, event_size: int = 1
+) -> list[tuple[int, int]] | None:
+    """Bounds along axis 0 of the batch ``shape`` for evaluating it in slices, or None.
+
+    Each batch element holds ``event_size`` numbers (the categories of a Categorical).
+    """
     if not shape or any(not isinstance(n, int) for n in shape):
         return None
-    size = math.prod(shape)
+    size = math.prod(shape) * event_size
     if size < 2 * slice_size or shape[0] < 2:
         return None
     rows = max(1, slice_size // max(1, size // shape[0]))
@@ -166,13 +171,17 @@ def _sliced(value: Any, ndim: int, start: int, stop: int) -> Any:
 
 
 def _evaluate(
-    fn: KLFunction, p: Distribution, q: Distribution, resolved: _namespace.Resolved
+    fn: KLFunction,
+    p: Distribution,
+    q: Distribution,
+    resolved: _namespace.Resolved,
+    batch_shape: tuple[Any, ...],
 ) -> Any:
     xp = resolved.xp
     bounds = None
     slice_size = _namespace.eager_slice_size(xp, resolved.device)
     if slice_size is not None:
-        bounds = _slices(resolved.shape, slice_size)
+        bounds = _slices(batch_shape, slice_size, math.prod(resolved.shape[len(batch_shape) :]))
     if bounds is None:
         return fn(p, q, xp=xp)
     ndim = len(resolved.shape)
@@ -193,36 +202,69 @@ def _evaluate(
     return xp.concat(pieces, axis=0)
 
 
+def _event_shapes(p: Distribution, q: Distribution) -> None:
+    """Check that ``p`` and ``q`` have events of one kind and size (the number of categories
+    of two Categoricals), naming both when they differ."""
+    if p._event_ndim != q._event_ndim:
+        raise TypeError(f"{type(p).__name__} and {type(q).__name__} have events of different ranks")
+    if not p._event_ndim:
+        return
+    sizes = []
+    for d in (p, q):
+        value = next(iter(d.parameters.values()))
+        sizes.append(tuple(value.shape[-d._event_ndim :]))
+    if sizes[0] != sizes[1]:
+        raise ValueError(
+            f"the events of p and q differ: {sizes[0]} for p ({type(p).__name__}) and "
+            f"{sizes[1]} for q ({type(q).__name__}); a KL needs the same categories"
+        )
+
+
 def kl_divergence(
-    p: Distribution, q: Distribution, *, axis: int | tuple[int, ...] | None = None
+    p: Distribution,
+    q: Distribution,
+    *,
+    axis: int | tuple[int, ...] | None = None,
+    where: Any = None,
+    reduction: str = "sum",
 ) -> Any:
     r"""Kullback–Leibler divergence ``KL(p || q) = E_p[log p(X) - log q(X)]``.
 
     Parameters
     ----------
     p, q : Distribution
-        Distributions of a registered pair, e.g. two :class:`kullback.Normal`.  Their
-        parameters may come from any supported framework (all from one), or be Python
-        scalars; they broadcast together.
+        Distributions of a registered pair, e.g. two :class:`kullback.Normal` or two
+        :class:`kullback.Categorical`.  Their parameters may come from any supported
+        framework (all from one), or be Python scalars; they broadcast together.
     axis : int or tuple of int, optional
-        Axes of the broadcast batch over which to sum the elementwise KLs, e.g. the event
-        axis of a diagonal Gaussian (the KL of independent components is the sum of theirs).
-        By default nothing is reduced.
+        Axes of the broadcast batch over which to reduce the KLs, e.g. the event axis of a
+        diagonal Gaussian (the KL of independent components is the sum of theirs) or the
+        tokens of a sequence.  By default nothing is reduced.  (A Categorical's categories
+        are its event, always reduced: its KL has the batch shape.)
+    where : boolean array, optional
+        Entries of the batch where the mask is False contribute exactly 0 to the value and
+        to every gradient, whatever their parameters hold (NaN, inf, padding).  It
+        broadcasts with the batch.
+    reduction : {"sum", "mean"}
+        How ``axis`` is reduced: the sum, or the mean over the unmasked entries (0, with a
+        zero gradient, where none is unmasked).
 
     Returns
     -------
     array
         ``KL(p || q) >= 0``, in the parameters' namespace, floating dtype (array API type
-        promotion) and device.  With Python scalars only, a NumPy float64 array.
+        promotion) and device.  With Python scalars only, a NumPy float64 array.  Half
+        precision (float16, bfloat16) is computed in float32 and rounded once.
 
     Raises
     ------
     NotImplementedError
         If no KL is registered for the pair of types.
     TypeError
-        For parameters from two frameworks.
+        For parameters from two frameworks, or a mask that is not a boolean array of theirs.
     ValueError
-        For parameters whose shapes do not broadcast, or on two devices.
+        For parameters whose shapes do not broadcast, on two devices, with different
+        numbers of categories, or an unknown ``reduction``.
 
     Examples
     --------
@@ -234,21 +276,43 @@ def kl_divergence(
     array([0.        , 1.30685282])
     >>> kb.kl_divergence(p, q, axis=-1)
     array(1.30685282)
+    >>> kb.kl_divergence(p, q, axis=-1, where=np.array([True, False]), reduction="mean")
+    array(0.)
     """
+    _reduction.check_reduction(reduction)
     fn = _lookup(type(p), type(q))
     if fn is None:
         raise NotImplementedError(
             f"no KL divergence is registered for {type(p).__name__} || {type(q).__name__}; "
             f"add one with @kullback.register_kl({type(p).__name__}, {type(q).__name__})"
         )
+    _event_shapes(p, q)
     labelled = [(f"{name} of p", value) for name, value in p.parameters.items()]
     labelled += [(f"{name} of q", value) for name, value in q.parameters.items()]
     resolved = _namespace.resolve(labelled)
     xp = resolved.xp
-    p = _converted(p, {k: resolved.asarray(v) for k, v in p.parameters.items()})
-    q = _converted(q, {k: resolved.asarray(v) for k, v in q.parameters.items()})
+    mask = _reduction.as_mask(where, resolved)
+    p = _prepared(p, resolved, mask)
+    q = _prepared(q, resolved, mask)
+    batch_shape = resolved.shape[: len(resolved.shape) - p._event_ndim]
     with _namespace.errstate(xp):
-        kl = _evaluate(fn, p, q, resolved)
-        if axis is not None:
-            kl = xp.sum(kl, axis=axis)
-    return _namespace.finalize(kl, xp)
+        kl = _evaluate(fn, p, q, resolved, batch_shape)
+        kl = _reduction.reduce(kl, axis=axis, mask=mask, reduction=reduction, xp=xp)
+    return _namespace.finalize(resolved.result(kl), xp)
+
+
+def _prepared(distribution: Distribution, resolved: _namespace.Resolved, mask: Any) -> Any:
+    """``distribution`` with every parameter an array of the working namespace, dtype and
+    device; under a mask, array parameters of masked entries hold safe values."""
+    parameters = {k: resolved.asarray(v) for k, v in distribution.parameters.items()}
+    if mask is not None:
+        for name, value in distribution.parameters.items():
+            if not _namespace.is_python_scalar(value):
+                parameters[name] = _reduction.mask_parameter(
+                    parameters[name],
+                    mask,
+                    distribution._safe_values[name],
+                    distribution._event_ndim,
+                    resolved.xp,
+                )
+    return _converted(distribution, parameters)

@@ -197,4 +197,5 @@ def expm1mx(x: Any) -> Any:
     resolved = _namespace.resolve([("x", x)])
     xp = resolved.xp
     with _namespace.errstate(xp):
-        return _namespace.finalize(_scaled_expm1mx(resolved.asarray(x), 1.0, xp), xp)
+        result = _scaled_expm1mx(resolved.asarray(x), 1.0, xp)
+        return _namespace.finalize(resolved.result(result), xp)

@@ -1,5 +1,5 @@
 """One module per family of pairs; importing a module registers its KLs."""
 
-from . import normal
+from . import categorical, normal
 
-__all__ = ["normal"]
+__all__ = ["categorical", "normal"]

@@ -45,6 +45,8 @@ import math
 from typing import Any
 
 from .. import _namespace
+from .._atanh import Q_FLOAT32 as _Q_FLOAT32
+from .._atanh import Q_FLOAT64 as _Q_FLOAT64
 from .._double_word import (
     log_difference,
     log_words,
@@ -58,17 +60,6 @@ from ..special import bounded_quotient, fusable_clip, half_expm1mx, mask
 
 __all__: list[str] = []
 
-# Q(w) = (atanh(sqrt w)/sqrt w - 1)/(2w) on [0, 1/9]: Chebyshev fits of the lowest degree
-# whose whole evaluation of the near form stays within a fraction of a unit of roundoff of that
-# with an exact Q (tools/fit_atanh_series.py makes and checks them).
-_Q_FLOAT32 = (
-    0.16666660084174809, 0.10001890161227801, 0.0705915495132762, 0.06712874505709288,
-)  # fmt: skip
-_Q_FLOAT64 = (
-    0.16666666666666666, 0.10000000000003646, 0.0714285714177719, 0.05555555679356966,
-    0.045454473590332146, 0.03846392516239656, 0.03328536052413734, 0.03000268202397678,
-    0.022001846215361685, 0.04041011402985883,
-)  # fmt: skip
 # The variance term at a scale ratio of 2, 3/2 - log 2; and 1/2 - log 2, of the far form.
 _AT_TWO = 1.5 - math.log(2.0)
 _HALF_MINUS_LOG_TWO = 0.5 - math.log(2.0)
