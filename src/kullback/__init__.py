@@ -7,6 +7,7 @@ scalars) and return arrays of the same framework, dtype and device.
 from . import _pairs, special
 from ._registry import kl_divergence, register_kl
 from .distributions import Bernoulli, Categorical, Distribution, Normal
+from .estimators import sample_kl
 
 __all__ = [
     "Bernoulli",
@@ -15,6 +16,7 @@ __all__ = [
     "Normal",
     "kl_divergence",
     "register_kl",
+    "sample_kl",
     "special",
 ]
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 """One module per family of pairs; importing a module registers its KLs."""
 
-from . import categorical, normal
+from . import bernoulli, categorical, normal
 
-__all__ = ["categorical", "normal"]
+__all__ = ["bernoulli", "categorical", "normal"]

@@ -165,10 +165,6 @@ def _probs_ratio(probs_p: Any, probs_q: Any, in_p: Any, in_q: Any, xp: Any) -> A
     return near * series + (1.0 - near) * far
 
 
-def _sum_last(x: Any, xp: Any) -> Any:
-    return xp.sum(x, axis=-1)
-
-
 @register_kl(Categorical, Categorical)
 def _kl_categorical_categorical(p: Categorical, q: Categorical, *, xp: Any) -> Any:
     def total(x: Any) -> Any:
