@@ -23,10 +23,11 @@ from typing import Any
 
 from .. import _namespace
 from .._atanh import log_ratio_near
+from .._double_word import _two_sum, log_words
 from .._registry import register_kl
 from ..distributions import Bernoulli
 from ..special import mask
-from .categorical import _largest, _p_floor, _q_floor, kl_from_weights
+from .categorical import _largest, _p_floor, _q_floor, _weight_scale, kl_from_weights
 
 __all__: list[str] = []
 
@@ -48,14 +49,15 @@ def _logit_pair(logits: Any, floor_distance: float, xp: Any) -> tuple[Any, Any, 
     support = _stack(
         mask(logits < xp.inf, logits.dtype, xp), mask(logits > -xp.inf, logits.dtype, xp), xp
     )
-    return log_weights, xp.exp(log_weights), support
+    return log_weights, xp.exp(log_weights) * _weight_scale(logits.dtype, xp), support
 
 
 def _prob_pair(probs: Any, xp: Any) -> tuple[Any, Any, Any]:
     """``(weights, support, domain)``: ``(1 - P, P)``, 0/1 supports, and 0 or NaN (for a
     probability outside ``[0, 1]`` or NaN)."""
     dtype = probs.dtype
-    weights = _stack(1.0 - probs, probs, xp)
+    scale = _weight_scale(dtype, xp)
+    weights = _stack((1.0 - probs) * scale, probs * scale, xp)
     support = _stack(mask(probs < 1, dtype, xp), mask(probs > 0, dtype, xp), xp)
     domain = (0.0 * probs) / mask((probs >= 0) & (probs <= 1), dtype, xp)
     return weights, support, xp.expand_dims(domain, axis=-1)
@@ -69,10 +71,17 @@ def _log_pair(probs: Any, support: Any, xp: Any) -> Any:
     bounded = _namespace.clip(probs, 0.0, 1.0, xp)
     series = log_ratio_near(-bounded, 2.0 - bounded, xp)
     complement = 1.0 - bounded
-    plain = xp.log(complement + small + (1.0 - support[..., 0]))
+    plain = _rounded_log(complement + small + (1.0 - support[..., 0]), xp)
     first = small * series + (1.0 - small) * plain
-    second = xp.log(bounded + (1.0 - support[..., 1]))
+    second = _rounded_log(bounded + (1.0 - support[..., 1]), xp)
     return _stack(first, second, xp)
+
+
+def _rounded_log(x: Any, xp: Any) -> Any:
+    """``log(x)`` rounded once (from three words: a backend's float32 ``log`` is up to
+    3.8 ulp off)."""
+    words = log_words(x, xp)
+    return words[0] + (words[1] + words[2])
 
 
 def _ratio_pair(probs_p: Any, probs_q: Any, xp: Any) -> Any:
@@ -94,6 +103,19 @@ def _ratio_pair(probs_p: Any, probs_q: Any, xp: Any) -> Any:
         far = xp.log(quotient + near)
         ratios.append(near * series + (1.0 - near) * far)
     return _stack(ratios[0], ratios[1], xp)
+
+
+def _normalized(probs: Any, weights: Any, support: Any, xp: Any) -> tuple[Any, Any, Any]:
+    """``log((1 - P, P) / max(1 - P, P))`` as an exact double word (the logs rounded once),
+    and the weights in the same units: the frame of a pair of logits (largest 0), so that
+    ``v`` against logits is exact where the two are close."""
+    logs = _log_pair(probs, support, xp)
+    top = xp.maximum(logs[..., 0], logs[..., 1])
+    hi, lo = _two_sum(logs, -xp.expand_dims(top, axis=-1))
+    largest_weight = xp.maximum(weights[..., 0], weights[..., 1])
+    scale = _weight_scale(probs.dtype, xp)
+    safe = largest_weight + mask(largest_weight <= 0, probs.dtype, xp)
+    return hi, lo, weights * xp.expand_dims(scale / safe, axis=-1)
 
 
 @register_kl(Bernoulli, Bernoulli)
@@ -120,9 +142,11 @@ def _kl_bernoulli_bernoulli(p: Bernoulli, q: Bernoulli, *, xp: Any) -> Any:
     if p.logits is not None and q.logits is not None:
         v = log_q - log_p
     elif p.logits is not None:
-        v = _log_pair(q.probs, in_q, xp) - log_p
+        q_hi, q_lo, weight_q = _normalized(q.probs, weight_q, in_q, xp)
+        v = (q_hi - log_p) + q_lo
     elif q.logits is not None:
-        v = log_q - _log_pair(p.probs, in_p, xp)
+        p_hi, p_lo, weight_p = _normalized(p.probs, weight_p, in_p, xp)
+        v = (log_q - p_hi) - p_lo
     else:
         v = _ratio_pair(p.probs, q.probs, xp)
     if domain is not None:

@@ -53,7 +53,7 @@ from typing import Any
 
 from .. import _namespace
 from .._atanh import log_ratio_near
-from .._double_word import _two_sum
+from .._double_word import _two_sum, log_words
 from .._registry import register_kl
 from ..distributions import Categorical
 from ..special import half_expm1mx, mask
@@ -123,9 +123,18 @@ def _logit_words(logits: Any, floor_distance: float, xp: Any) -> tuple[Any, Any,
     top = xp.max(logits, axis=-1, keepdims=True)
     floor = xp.maximum(top - floor_distance, xp.full_like(top, -_largest(logits.dtype, xp)))
     hi, lo = _two_sum(xp.maximum(logits, floor), -top)
-    exp_hi = xp.exp(hi)
+    scaled = xp.exp(hi) * _weight_scale(logits.dtype, xp)
     support = mask(logits > -xp.inf, logits.dtype, xp)
-    return hi, lo, exp_hi + exp_hi * lo, support
+    return hi, lo, scaled + scaled * lo, support
+
+
+def _weight_scale(dtype: Any, xp: Any) -> float:
+    """Weights are scaled by ``2**(digits + 2)`` (the largest to that, not to 1), exactly, so
+    that a term about ``eps`` times a KL at the bottom of the normal range is itself normal:
+    its rounding is then relative (and not flushed to 0 on JAX and CuPy).  The KL, a ratio
+    of sums of weights, does not change."""
+    finfo = xp.finfo(dtype)
+    return 2.0 ** (round(-math.log2(float(finfo.eps))) + 3)
 
 
 def _largest(dtype: Any, xp: Any) -> float:
@@ -140,17 +149,41 @@ def _p_floor(dtype: Any, xp: Any) -> float:
 
 
 def _q_floor(dtype: Any, xp: Any) -> float:
-    """q's logits are kept unless they lie ``2**(maxexp - 2)`` (a quarter of the range)
-    below q's largest, where ``v`` would overflow."""
-    return 2.0 ** (math.frexp(_largest(dtype, xp))[1] - 2)
+    """q's logits are kept unless they lie ``2**(maxexp - digits - 5)`` below q's largest
+    (about ``6e29`` in float32, ``2e291`` in float64), where a scaled weight times ``v``
+    would overflow; beyond, the KL is that of logits at this distance."""
+    finfo = xp.finfo(dtype)
+    digits = round(-math.log2(float(finfo.eps))) + 1
+    return 2.0 ** (math.frexp(_largest(dtype, xp))[1] - digits - 5)
 
 
-def _probability_words(probs: Any, xp: Any) -> tuple[Any, Any, Any]:
-    """``log(probs)`` (1 where 0, so finite), the 0/1 support ``probs > 0``, and a term
-    that is 0, or NaN for a negative, infinite or NaN probability."""
+def _probability_support(probs: Any, xp: Any) -> tuple[Any, Any]:
+    """The 0/1 support ``probs > 0``, and a term that is 0, or NaN for a negative, infinite
+    or NaN probability."""
     support = mask(probs > 0, probs.dtype, xp)
-    domain = (0.0 * probs) / mask(probs >= 0, probs.dtype, xp)
-    return xp.log(probs + (1.0 - support)), support, domain
+    return support, (0.0 * probs) / mask(probs >= 0, probs.dtype, xp)
+
+
+def _probability_words(probs: Any, xp: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """``log(probs / max(probs))`` as an exact double word ``(hi, lo)`` (0 where the
+    probability is 0), the 0/1 support ``probs > 0``, and a term that is 0, or NaN for a
+    negative, infinite or NaN probability.
+
+    Both logs come from :func:`~kullback._double_word.log_words`, in three words: never
+    rounded (a backend's float32 ``log`` is up to 3.8 ulp off), so that against logits
+    normalized the same way (to their largest) the difference ``v`` is exact where the
+    two are close, as between two sets of logits.
+    """
+    support, domain = _probability_support(probs, xp)
+    bounded = _namespace.clip(probs, None, _largest(probs.dtype, xp), xp)
+    words = log_words(bounded + (1.0 - support), xp)
+    top = xp.max(bounded, axis=-1, keepdims=True)
+    top_words = log_words(top + mask(top <= 0, top.dtype, xp), xp)
+    hi, lo = _two_sum(words[0], -top_words[0])
+    lo = lo + ((words[1] - top_words[1]) + (words[2] - top_words[2]))
+    # the weights in the same units: probs / max(probs), scaled (see _weight_scale)
+    weights = probs * (_weight_scale(probs.dtype, xp) / (top + mask(top <= 0, top.dtype, xp)))
+    return hi * support, lo * support, weights, support, domain
 
 
 def _probs_ratio(probs_p: Any, probs_q: Any, in_p: Any, in_q: Any, xp: Any) -> Any:
@@ -173,29 +206,26 @@ def _kl_categorical_categorical(p: Categorical, q: Categorical, *, xp: Any) -> A
     def largest(x: Any) -> Any:
         return xp.max(x, axis=-1)
 
-    domain = None
-    if p.logits is not None:
-        dtype = p.logits.dtype
-        p_hi, p_lo, weight_p, in_p = _logit_words(p.logits, _p_floor(dtype, xp), xp)
-    else:
-        log_p, in_p, domain = _probability_words(p.probs, xp)
-        weight_p = p.probs
-    if q.logits is not None:
-        dtype = q.logits.dtype
-        q_hi, q_lo, weight_q, in_q = _logit_words(q.logits, _q_floor(dtype, xp), xp)
-    else:
-        log_q, in_q, q_domain = _probability_words(q.probs, xp)
-        domain = q_domain if domain is None else domain + q_domain
-        weight_q = q.probs
-
-    if p.logits is not None and q.logits is not None:
-        v = (q_hi - p_hi) + (q_lo - p_lo)
-    elif p.logits is not None:
-        v = (log_q - p_hi) - p_lo
-    elif q.logits is not None:
-        v = (q_hi - log_p) + q_lo
-    else:
+    if p.probs is not None and q.probs is not None:
+        in_p, domain = _probability_support(p.probs, xp)
+        in_q, q_domain = _probability_support(q.probs, xp)
+        domain = domain + q_domain
+        scale = _weight_scale(p.probs.dtype, xp)
+        weight_p, weight_q = p.probs * scale, q.probs * scale
         v = _probs_ratio(p.probs, q.probs, in_p, in_q, xp)
+    else:
+        domain = None
+        if p.logits is not None:
+            dtype = p.logits.dtype
+            p_hi, p_lo, weight_p, in_p = _logit_words(p.logits, _p_floor(dtype, xp), xp)
+        else:
+            p_hi, p_lo, weight_p, in_p, domain = _probability_words(p.probs, xp)
+        if q.logits is not None:
+            dtype = q.logits.dtype
+            q_hi, q_lo, weight_q, in_q = _logit_words(q.logits, _q_floor(dtype, xp), xp)
+        else:
+            q_hi, q_lo, weight_q, in_q, domain = _probability_words(q.probs, xp)
+        v = (q_hi - p_hi) + (q_lo - p_lo)
 
     if domain is not None:
         # NaN for invalid probabilities; a row of q-probs summing to 0 is NaN too.
