@@ -38,8 +38,8 @@ log_target=True, reduction="none").sum(-1)`` and ``torch.distributions.kl_diverg
 two ``Categorical(logits=...)`` built in the call; on NumPy and under ``jax.jit``, the naive
 formula ``sum(exp(lp) * (lp - lq), -1)`` with ``lp = a - logsumexp(a)`` (the largest logit
 subtracted first).  ``categorical-compile`` times ``kullback`` and the ``F.kl_div`` formula
-under ``torch.compile`` (inductor, static shapes); each compilation is timed separately and
-given up, with a printed reason, after ``COMPILE_TIMEOUT_S``.
+under ``torch.compile`` (inductor, static shapes, its on-disk cache off); each compilation
+is timed separately and given up, with a printed reason, after ``COMPILE_TIMEOUT_S``.
 
 ``k3``: the per-token estimator ``kb.sample_kl(log_p, log_q, estimator="k3")`` on 10**6
 float32 log-probabilities (``log_p = -Exponential(1)``, ``log_q = log_p + 0.01 N(0, 1)``),
@@ -527,6 +527,8 @@ def torch_compile_categorical_contenders(
     ``notes``, and so does the reason when either does not compile (then nothing is timed)."""
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     case = f"{a.shape}"
+    # A cold compilation every run: inductor's on-disk cache would make later runs fast.
+    torch._inductor.config.fx_graph_cache = False
     functions = {
         KULLBACK: torch.compile(kullback_categorical_kl, dynamic=False),
         "F.kl_div(log_softmax)": torch.compile(kl_div_categorical_kl, dynamic=False),
