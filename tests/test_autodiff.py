@@ -284,3 +284,114 @@ def test_mixed_hessian_at_equality_is_fisher(autodiff, dtype):
     h = hessian(autodiff, kl, np.array([loc, scale], dtype=name))
     fisher = np.diag([1 / scale**2, 2 / scale**2])
     np.testing.assert_allclose(h, fisher, rtol=64 * float(np.finfo(name).eps), atol=0)
+
+
+# --- Categorical, Bernoulli, sample_kl ----------------------------------------------------
+
+
+def categorical_points(name):
+    rng = np.random.default_rng(21)
+    a = rng.normal(size=(5, 6)) * 2
+    b = a + rng.normal(size=a.shape) * np.array([[1e-3], [1.0], [0.1], [3.0], [1e-6]])
+    return a.astype(name), b.astype(name)
+
+
+def test_categorical_gradients_match_analytic(autodiff, dtype):
+    """dKL/da_j = p_j (log(p_j/q_j) - KL), dKL/db_j = q_j - p_j, both logits given."""
+    from tests.reference.categorical import kl_categorical_gradient
+
+    name = dtype_name(dtype)
+    a, b = categorical_points(name)
+
+    def kl(a, b):
+        return kb.kl_divergence(kb.Categorical(a), kb.Categorical(b))
+
+    grad_a, grad_b = gradient(autodiff, kl, a, b)
+    eps = float(np.finfo(name).eps)
+    for row in range(a.shape[0]):
+        want_a, want_b = kl_categorical_gradient(a[row].tolist(), b[row].tolist())
+        for got, want in ((grad_a[row], want_a), (grad_b[row], want_b)):
+            assert np.all(np.isfinite(got))
+            scale = np.max(np.abs(want))
+            # relative to the largest component: the components sum to 0 (cancellation)
+            tolerance = 64 * eps * scale
+            np.testing.assert_allclose(got, want, rtol=0, atol=tolerance)
+
+
+def test_categorical_gradient_is_zero_at_equality_and_hessian_is_fisher(autodiff, dtype):
+    from tests.reference.categorical import fisher_information
+
+    name = dtype_name(dtype)
+    a = np.array([0.3, -1.2, 2.0, 0.0, -np.inf], dtype=name)
+    grad_a, grad_b = gradient(
+        autodiff, lambda x, y: kb.kl_divergence(kb.Categorical(x), kb.Categorical(y)), a, a.copy()
+    )
+    assert np.all(grad_a == 0)
+    assert np.all(grad_b == 0)
+    finite = a[:4]
+    target = finite.copy()
+
+    def kl(theta):
+        q = kb.Categorical(autodiff.xp.asarray(target))
+        return kb.kl_divergence(kb.Categorical(theta), q)
+
+    h = hessian(autodiff, kl, finite)
+    fisher = fisher_information(finite.tolist())
+    eps = float(np.finfo(name).eps)
+    np.testing.assert_allclose(h, fisher, rtol=0, atol=64 * eps * np.max(np.abs(fisher)))
+
+
+def test_matching_minus_inf_logits_give_finite_gradients(autodiff, dtype):
+    """torch.distributions gives NaN here; the -inf entries get a zero gradient."""
+    name = dtype_name(dtype)
+    a = np.array([[0.0, -np.inf, 1.0, -np.inf], [2.0, -np.inf, -np.inf, 0.5]], dtype=name)
+    b = np.array([[0.5, -np.inf, 1.0, -np.inf], [2.0, -np.inf, -np.inf, 0.0]], dtype=name)
+    grads = gradient(
+        autodiff, lambda x, y: kb.kl_divergence(kb.Categorical(x), kb.Categorical(y)), a, b
+    )
+    for g in grads:
+        assert np.all(np.isfinite(g))
+        assert np.all(g[np.isinf(a)] == 0)
+
+
+def test_masked_garbage_gets_zero_gradient(autodiff, dtype):
+    name = dtype_name(dtype)
+    a = np.array([[0.0, 1.0], [np.nan, np.inf], [1.0, -np.inf]], dtype=name)
+    b = np.array([[0.5, 0.0], [np.inf, np.nan], [0.0, np.nan]], dtype=name)
+    keep = np.array([True, False, False])
+
+    def kl(x, y):
+        mask = autodiff.xp.asarray(keep)
+        return kb.kl_divergence(
+            kb.Categorical(x), kb.Categorical(y), axis=0, where=mask, reduction="mean"
+        )
+
+    grad_a, grad_b = gradient(autodiff, kl, a, b)
+    for g in (grad_a, grad_b):
+        assert np.all(np.isfinite(g))
+        assert np.all(g[1:] == 0)
+        assert np.any(g[0] != 0)
+
+
+def test_bernoulli_and_k3_gradients_match_analytic(autodiff, dtype):
+    name = dtype_name(dtype)
+    x = np.array([-3.0, 0.0, 0.5, 4.0, 20.0], dtype=name)
+    y = np.array([-2.0, 1e-3, 0.5, -4.0, 19.0], dtype=name)
+    gx, gy = gradient(
+        autodiff, lambda s, t: kb.kl_divergence(kb.Bernoulli(s), kb.Bernoulli(t)), x, y
+    )
+    with mpmath.workdps(50):
+        sig = [1 / (1 + mpmath.exp(-mpmath.mpf(float(v)))) for v in x]
+        sig_q = [1 / (1 + mpmath.exp(-mpmath.mpf(float(v)))) for v in y]
+        want_x = [float(s * (1 - s) * (mpmath.mpf(float(u)) - mpmath.mpf(float(v))))
+                  for s, u, v in zip(sig, x, y, strict=True)]  # fmt: skip
+        want_y = [float(t - s) for s, t in zip(sig, sig_q, strict=True)]
+    eps = float(np.finfo(name).eps)
+    np.testing.assert_allclose(gx, want_x, rtol=64 * eps, atol=0)
+    np.testing.assert_allclose(gy, want_y, rtol=64 * eps, atol=0)
+    log_p = np.array([-1.0, -5.0, -2.0, 0.0], dtype=name)
+    log_q = np.array([-1.0, -4.0, -2.5, 3.0], dtype=name)
+    gp, gq = gradient(autodiff, lambda s, t: kb.sample_kl(s, t), log_p, log_q)
+    want = np.expm1(log_q.astype(np.float64) - log_p.astype(np.float64))
+    np.testing.assert_allclose(gq, want, rtol=16 * eps, atol=0)
+    np.testing.assert_allclose(gp, -want, rtol=16 * eps, atol=0)

@@ -14,9 +14,9 @@ With ``p_i = w_i / Z`` (unnormalized weights ``w``, ``Z = sum w``) and any ``v``
 
 with ``expm1mx(x) = e**x - 1 - x >= 0`` and ``M`` the mass of ``q`` (in the same units)
 where ``p_i = 0``: every term is ``>= 0``, and ``v_i - L = log(q_i/p_i)``.  As a function
-of ``L`` the right-hand side is convex with its minimum (the KL) at the ``L`` above, so an
-error ``delta`` in ``L`` changes the result by ``Z delta**2 / 2`` only: the normalizers never
-enter at first order.  ``S`` is a sum of terms each computed to a few ulp (``expm1`` from
+of ``L`` the right-hand side is convex with its minimum (the KL) at the ``L`` above, with
+second derivative 1 there, so an error ``delta`` in ``L`` changes the result by
+``delta**2 / 2`` only: the normalizers never enter at first order.  ``S`` is a sum of terms each computed to a few ulp (``expm1`` from
 the series of :func:`~kullback.special.half_expm1mx`, never the backend's), so the error of
 ``L`` is a few ulp of ``|v|`` and its effect on the KL far below an ulp.  Where
 ``v_i - L > 4`` the term is ``w_i e**(v_i - L) - w_i (1 + v_i - L)``, formed as
@@ -92,7 +92,9 @@ def kl_from_weights(
     # S: w (e**v - 1) where v <= 1 (the series; expm1 = v + expm1mx(v)), u - w above, and
     # q's mass where p is 0.
     small_v = mask(v <= 1.0, v.dtype, xp)
-    capped_v = _namespace.clip(v, None, 1.0, xp)
+    # capped above the branch edge: a clip to it would tie there, and JAX halves the
+    # gradient of a tied clip
+    capped_v = _namespace.clip(v, None, 2.0, xp)
     near_terms = weight_p * (capped_v + _expm1mx(capped_v, xp))
     s_terms = in_p * (small_v * near_terms + (1.0 - small_v) * (weight_q - weight_p))
     s = total(s_terms + only_q * weight_q)
@@ -102,7 +104,7 @@ def kl_from_weights(
     if z.ndim < v.ndim:
         inverse_normalizer = xp.expand_dims(inverse_normalizer, axis=-1)
     large = mask(r > _LARGE, r.dtype, xp)
-    capped_r = _namespace.clip(r, None, _LARGE, xp)
+    capped_r = _namespace.clip(r, None, 2.0 * _LARGE, xp)
     small_terms = weight_p * _expm1mx(capped_r, xp)
     large_terms = weight_q * inverse_normalizer - weight_p * (1.0 + r)
     terms = both * (small_terms + large * (large_terms - small_terms))
