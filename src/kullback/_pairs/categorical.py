@@ -16,9 +16,10 @@ with ``expm1mx(x) = e**x - 1 - x >= 0`` and ``M`` the mass of ``q`` (in the same
 where ``p_i = 0``: every term is ``>= 0``, and ``v_i - L = log(q_i/p_i)``.  As a function
 of ``L`` the right-hand side is convex with its minimum (the KL) at the ``L`` above, with
 second derivative 1 there, so an error ``delta`` in ``L`` changes the result by
-``delta**2 / 2`` only: the normalizers never enter at first order.  ``S`` is a sum of terms each computed to a few ulp (``expm1`` from
-the series of :func:`~kullback.special.half_expm1mx`, never the backend's), so the error of
-``L`` is a few ulp of ``|v|`` and its effect on the KL far below an ulp.  Where
+``delta**2 / 2`` only: the normalizers never enter at first order.  ``S`` is a sum of
+terms each computed to a few ulp (``expm1`` from the series of
+:func:`~kullback.special.half_expm1mx`, never the backend's), so the error of ``L`` is a
+few ulp of ``|v|`` and its effect on the KL far below an ulp.  Where
 ``v_i - L > 4`` the term is ``w_i e**(v_i - L) - w_i (1 + v_i - L)``, formed as
 ``u_i e**-L - w_i (1 + v_i - L)`` from ``u_i = w_i e**v_i``, which is at most ``Z`` in size
 even where ``e**v_i`` overflows; there the two parts cancel by at most a factor 1.1.
