@@ -78,3 +78,33 @@ def test_unknown_chunk_sizes(dask, dtype, parameterization):
     lazy = kb.kl_divergence(*pair(masked[0], masked[1], masked[1]))
     expected = kb.kl_divergence(*pair(loc[keep], scale[keep], scale[keep]))
     np.testing.assert_array_equal(np.asarray(lazy.compute()), np.asarray(expected))
+
+
+def test_categorical_chunked_along_both_axes(dask, dtype):
+    """A (rows, K) Categorical chunked along rows and categories stays lazy and gives the
+    NumPy values."""
+    import dask.array as da
+    from dask.callbacks import Callback
+
+    name = dtype_name(dtype)
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(9, 40)).astype(name)
+    b = (a + 0.01 * rng.normal(size=a.shape)).astype(name)
+    executed = []
+
+    class Record(Callback):
+        def _pretask(self, key, dsk, state):
+            executed.append(key)
+
+    with Record():
+        p = kb.Categorical(da.from_array(a, chunks=(4, 16)))
+        q = kb.Categorical(probs=da.exp(da.from_array(b, chunks=(4, 16))))
+        lazy = kb.kl_divergence(p, q)
+        k3 = kb.sample_kl(da.from_array(a, chunks=(4, 16)), da.from_array(b, chunks=(4, 16)))
+        assert executed == [], "kullback computed something eagerly"
+        assert isinstance(lazy, da.Array)
+        assert lazy.shape == (9,)
+        got = lazy.compute()
+    expected = kb.kl_divergence(kb.Categorical(a), kb.Categorical(probs=np.exp(b)))
+    np.testing.assert_allclose(got, expected, rtol=8 * np.finfo(name).eps, atol=0)
+    np.testing.assert_array_equal(k3.compute(), kb.sample_kl(a, b))
