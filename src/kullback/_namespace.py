@@ -18,6 +18,7 @@ import array_api_compat
 __all__ = [
     "Resolved",
     "clip",
+    "compiled",
     "compiles_with_xla",
     "converts_bool_slowly",
     "device_of",
@@ -286,6 +287,31 @@ def opaque(x: Any, xp: Any) -> Any:
 
         return jax.lax.optimization_barrier(x)
     return x
+
+
+_COMPILED: dict[tuple[Any, str], Any] = {}
+
+
+def compiled(kernel: Any, xp: Any) -> Any:
+    """``kernel(*args, xp=xp)`` as one ``jax.jit`` kernel on JAX; the plain call elsewhere.
+
+    Eager JAX dispatches, and compiles for each new shape, every operation on its own: a
+    kernel of a hundred operations then costs about a hundred compilations per shape and a
+    dispatch per operation (measured: 12-17 s per test of the Categorical KL, eagerly).  As
+    one kernel it is compiled once per shape and dtype and runs fused, as it does inside a
+    user's ``jax.jit`` (where this is inlined).  Arguments must be arrays or pytrees of
+    them (distributions are).
+    """
+    if not compiles_with_xla(xp):
+        return lambda *args: kernel(*args, xp=xp)
+    key = (kernel, xp.__name__)
+    if key not in _COMPILED:
+        import functools
+
+        import jax
+
+        _COMPILED[key] = jax.jit(functools.partial(kernel, xp=xp))
+    return _COMPILED[key]
 
 
 def flushes_subnormals(xp: Any) -> bool:

@@ -22,11 +22,18 @@ def _register_pytree(cls: type) -> None:
         return
     import jax
 
-    def flatten(d: Distribution) -> tuple[tuple[Any, ...], None]:
-        return tuple(getattr(d, name) for name in cls._parameter_names), None
+    # The Python numbers that parameters were given as (kept by kl_divergence, see
+    # kullback._registry.python_number) are static: they travel as auxiliary data.
+    def flatten(d: Distribution) -> tuple[tuple[Any, ...], Any]:
+        numbers = getattr(d, "_python_numbers", None)
+        static = None if numbers is None else tuple(sorted(numbers.items()))
+        return tuple(getattr(d, name) for name in cls._parameter_names), static
 
-    def unflatten(_: None, leaves: tuple[Any, ...]) -> Distribution:
-        return cls._from_parameters(dict(zip(cls._parameter_names, leaves, strict=True)))
+    def unflatten(static: Any, leaves: tuple[Any, ...]) -> Distribution:
+        new = cls._from_parameters(dict(zip(cls._parameter_names, leaves, strict=True)))
+        if static is not None:
+            object.__setattr__(new, "_python_numbers", dict(static))
+        return new
 
     jax.tree_util.register_pytree_node(cls, flatten, unflatten)
     _registered_pytrees.add(cls)

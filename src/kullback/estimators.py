@@ -101,7 +101,7 @@ def sample_kl(
             difference = log_p - log_q
             estimate = (0.5 * difference) * difference
         else:
-            estimate = _k3(log_p, log_q, xp)
+            estimate = _namespace.compiled(_k3, xp)(log_p, log_q)
         estimate = _reduction.reduce(
             estimate, axis=axis, mask=mask_array, reduction=reduction, xp=xp
         )

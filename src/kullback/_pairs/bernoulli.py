@@ -120,6 +120,10 @@ def _normalized(probs: Any, weights: Any, support: Any, xp: Any) -> tuple[Any, A
 
 @register_kl(Bernoulli, Bernoulli)
 def _kl_bernoulli_bernoulli(p: Bernoulli, q: Bernoulli, *, xp: Any) -> Any:
+    return _namespace.compiled(_bernoulli_kernel, xp)(p, q)
+
+
+def _bernoulli_kernel(p: Bernoulli, q: Bernoulli, *, xp: Any) -> Any:
     def total(x: Any) -> Any:
         return x[..., 0] + x[..., 1]
 

@@ -203,6 +203,10 @@ def _probs_ratio(probs_p: Any, probs_q: Any, in_p: Any, in_q: Any, xp: Any) -> A
 
 @register_kl(Categorical, Categorical)
 def _kl_categorical_categorical(p: Categorical, q: Categorical, *, xp: Any) -> Any:
+    return _namespace.compiled(_categorical_kernel, xp)(p, q)
+
+
+def _categorical_kernel(p: Categorical, q: Categorical, *, xp: Any) -> Any:
     def total(x: Any) -> Any:
         return xp.sum(x, axis=-1)
 
