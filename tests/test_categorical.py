@@ -71,13 +71,26 @@ def second_order_allowance(sweep, name, event=True):
     return np.nan_to_num(ulps, nan=0.0, posinf=0.0)
 
 
-def assert_within(got, sweep, name, event=True):
+def flushed_rows(exact, name, backend):
+    """Rows that a backend which flushes subnormal intermediates and results (JAX, CuPy)
+    cannot be held to: exact KLs below ``2**digits`` times the smallest normal, which
+    depend on probabilities or terms below the normal range (documented under Limits)."""
+    values = np.array([float(e) for e in exact])
+    if not backend.flushes_subnormals:
+        return np.zeros(len(values), dtype=bool)
+    info = np.finfo(name)
+    return np.abs(values) < float(info.smallest_normal) * 2.0 ** (info.nmant + 1)
+
+
+def assert_within(got, sweep, name, event=True, backend=None):
     """Within BOUND ulp plus the row's allowance.  Rows of probs that are an exact multiple
     of each other ("Q = 2P": the same distribution, KL 0) are held to an absolute eps**2
     (documented under Limits: only identical parameters are exactly 0)."""
     assert not np.any(got < 0), "negative KL"
     errors = ulp_errors(got, list(sweep.exact), np.dtype(name).type)
     allowed = BOUND + sweep.allowance + second_order_allowance(sweep, name, event)
+    if backend is not None:
+        errors[flushed_rows(sweep.exact, name, backend)] = 0.0
     scaled = np.array([label.startswith("Q = 2P") for label in sweep.labels])
     if np.any(scaled):
         assert np.all(got[scaled] <= np.finfo(name).eps ** 2)
@@ -100,7 +113,7 @@ def test_categorical_accuracy_against_mpmath(backend, xp, dtype, parameterizatio
     q = categorical(backend, dtype, sweep.q_by, sweep.q)
     result = kb.kl_divergence(p, q)
     assert_array(result, xp=xp, dtype=dtype, shape=(sweep.p.shape[0],))
-    assert_within(backend.to_numpy(result), sweep, name)
+    assert_within(backend.to_numpy(result), sweep, name, backend=backend)
 
 
 @pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
@@ -111,7 +124,7 @@ def test_bernoulli_accuracy_against_mpmath(backend, xp, dtype, parameterization)
     q = bernoulli(backend, dtype, sweep.q_by, sweep.q)
     result = kb.kl_divergence(p, q)
     assert_array(result, xp=xp, dtype=dtype, shape=sweep.p.shape)
-    assert_within(backend.to_numpy(result), sweep, name, event=False)
+    assert_within(backend.to_numpy(result), sweep, name, event=False, backend=backend)
 
 
 def test_large_common_shift(backend, dtype):
@@ -282,7 +295,8 @@ def test_nonnegative_zero_iff_equal_and_shift_invariant(backend, dtype, data):
     if np.all(a == b):
         assert kl == 0
     # zero iff the distributions are equal (exact 0), else positive, within the bound
-    assert ulp_errors(np.array([kl]), [exact], np.dtype(name).type)[0] <= BOUND
+    if not flushed_rows([exact], name, backend)[0]:
+        assert ulp_errors(np.array([kl]), [exact], np.dtype(name).type)[0] <= BOUND
     # invariance up to the rounding of the shift: compare against the exact KL of the
     # shifted (rounded) logits, which mpmath evaluates
     a_shifted = (a + np.array(shift, dtype=name)).astype(name)
@@ -290,7 +304,8 @@ def test_nonnegative_zero_iff_equal_and_shift_invariant(backend, dtype, data):
         backend.to_numpy(kb.kl_divergence(categorical(backend, dtype, "logits", a_shifted), q))
     )
     exact = kl_categorical(p_logits=a_shifted.tolist(), q_logits=b.tolist())
-    assert ulp_errors(np.array([moved]), [exact], np.dtype(name).type)[0] <= BOUND
+    if not flushed_rows([exact], name, backend)[0]:
+        assert ulp_errors(np.array([moved]), [exact], np.dtype(name).type)[0] <= BOUND
 
 
 def test_batch_broadcasting_and_axis(backend, xp, dtype):

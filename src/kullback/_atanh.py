@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Q_FLOAT32", "Q_FLOAT64", "log_ratio_near"]
+__all__ = ["Q_FLOAT32", "Q_FLOAT64", "log_ratio_near", "log_ratio_near_words"]
 
 # Q(w) = (atanh(sqrt w)/sqrt w - 1)/(2w) on [0, 1/9]: Chebyshev fits of the lowest degree
 # whose whole evaluation of the near form stays within a fraction of a unit of roundoff of that
@@ -44,3 +44,17 @@ def log_ratio_near(difference: Any, total: Any, xp: Any) -> Any:
     u = xp.clip(difference / total, -1.0, 1.0)
     w = u * u
     return 2.0 * u + (4.0 * u) * (w * atanh_correction(w, xp))
+
+
+def log_ratio_near_words(difference: Any, numerator: Any, denominator: Any, xp: Any) -> Any:
+    """:func:`log_ratio_near` as ``(hi, lo)``: ``hi = 2 fl(difference/s)`` with the rounding
+    of ``s = numerator + denominator`` carried into ``lo`` (TwoSum), with the series'
+    correction: about one rounding (the quotient's) in ``hi + lo``."""
+    total = numerator + denominator
+    virtual = total - numerator
+    total_error = (numerator - (total - virtual)) + (denominator - virtual)
+    u = xp.clip(difference / total, -1.0, 1.0)
+    w = u * u
+    # d/(s + e) = (d/s)(1 - e/s) to first order
+    correction = (4.0 * u) * (w * atanh_correction(w, xp)) - (2.0 * u) * (total_error / total)
+    return 2.0 * u, correction

@@ -88,11 +88,14 @@ def _ratio_pair(probs_p: Any, probs_q: Any, xp: Any) -> Any:
     """``(log((1 - Q)/(1 - P)), log(Q/P))`` where both categories have positive
     probability under both (finite elsewhere)."""
     dtype = probs_p.dtype
-    p = _namespace.clip(probs_p, 0.0, 1.0, xp)
-    q = _namespace.clip(probs_q, 0.0, 1.0, xp)
+    # in units of the weights (an exact scaling): no subnormal differences for JAX and CuPy
+    # to flush
+    scale = _weight_scale(dtype, xp)
+    p = _namespace.clip(probs_p, 0.0, 1.0, xp) * scale
+    q = _namespace.clip(probs_q, 0.0, 1.0, xp) * scale
     ratios = []
     for numerator, denominator, difference in (
-        (1.0 - q, 1.0 - p, p - q),
+        (scale - q, scale - p, p - q),
         (q, p, q - p),
     ):
         safe_n = numerator + mask(numerator <= 0, dtype, xp)
@@ -144,16 +147,19 @@ def _bernoulli_kernel(p: Bernoulli, q: Bernoulli, *, xp: Any) -> Any:
         domain = q_domain if domain is None else domain + q_domain
 
     if p.logits is not None and q.logits is not None:
-        v = log_q - log_p
+        v = (log_q - log_p, xp.zeros_like(log_p))
     elif p.logits is not None:
         q_hi, q_lo, weight_q = _normalized(q.probs, weight_q, in_q, xp)
-        v = (q_hi - log_p) + q_lo
+        v = (q_hi - log_p, q_lo)
     elif q.logits is not None:
         p_hi, p_lo, weight_p = _normalized(p.probs, weight_p, in_p, xp)
-        v = (log_q - p_hi) - p_lo
+        v = (log_q - p_hi, -p_lo)
     else:
-        v = _ratio_pair(p.probs, q.probs, xp)
+        v = (_ratio_pair(p.probs, q.probs, xp), xp.zeros_like(weight_p))
     if domain is not None:
         weight_p = weight_p + domain
-    weight_p, weight_q, v, in_p, in_q = xp.broadcast_arrays(weight_p, weight_q, v, in_p, in_q)
+    weight_p, weight_q, v_hi, v_lo, in_p, in_q = xp.broadcast_arrays(
+        weight_p, weight_q, v[0], v[1], in_p, in_q
+    )
+    v = (v_hi, v_lo)
     return kl_from_weights(weight_p, weight_q, v, in_p, in_q, total, largest, xp)
