@@ -25,6 +25,7 @@ __all__ = [
     "errstate",
     "finalize",
     "flushes_subnormals",
+    "is_lazy",
     "is_python_scalar",
     "namespace_of",
     "opaque",
@@ -312,6 +313,11 @@ def compiled(kernel: Any, xp: Any) -> Any:
 
         _COMPILED[key] = jax.jit(functools.partial(kernel, xp=xp))
     return _COMPILED[key]
+
+
+def is_lazy(xp: Any) -> bool:
+    """Dask, whose arrays are task graphs over chunks."""
+    return xp.__name__ == "array_api_compat.dask.array"
 
 
 def flushes_subnormals(xp: Any) -> bool:

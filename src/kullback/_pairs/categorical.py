@@ -138,6 +138,10 @@ def pairwise_sum(x: Any, xp: Any) -> Any:
     About one more pass over the terms; the tree has static shape (odd lengths get a zero).
     """
     n = x.shape[-1]
+    if _namespace.is_lazy(xp) or not isinstance(n, int):
+        # Dask sums chunks as a tree already; halving slices across chunks would
+        # multiply them
+        return xp.sum(x, axis=-1)
     while n > 8:
         if n % 2:
             x = xp.concat([x, xp.zeros_like(x[..., :1])], axis=-1)
