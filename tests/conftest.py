@@ -84,7 +84,12 @@ class Backend:
         if self.name == "dask":
             import dask.array as da
 
-            return da.from_array(data, chunks=max(1, (data.shape[0] + 2) // 3) if data.ndim else ())
+            if not data.ndim:
+                return da.from_array(data, chunks=())
+            # three chunks along the leading axis, the others whole (an int would chunk
+            # every axis: a (6, 50000) Categorical became 75000 chunks)
+            rows = max(1, (data.shape[0] + 2) // 3)
+            return da.from_array(data, chunks=(rows, *data.shape[1:]))
         if device is None:
             return self.xp.asarray(data)
         return self.xp.asarray(data, device=device)
