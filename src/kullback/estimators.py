@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _namespace, _reduction
+from . import _namespace, _reduction, _registry
 from ._double_word import _two_sum
 from .special import half_expm1mx, mask
 
@@ -101,11 +101,24 @@ def sample_kl(
             difference = log_p - log_q
             estimate = (0.5 * difference) * difference
         else:
-            estimate = _namespace.compiled(_k3, xp)(log_p, log_q)
+            estimate = _sliced_k3(log_p, log_q, resolved, xp)
         estimate = _reduction.reduce(
             estimate, axis=axis, mask=mask_array, reduction=reduction, xp=xp
         )
     return _namespace.finalize(resolved.result(estimate), xp)
+
+
+def _sliced_k3(log_p: Any, log_q: Any, resolved: _namespace.Resolved, xp: Any) -> Any:
+    """:func:`_k3`, on eager CPU backends in cache-sized slices along the leading axis (as
+    :func:`kullback.kl_divergence` does: each of its operations is a pass over memory), on
+    JAX as one compiled kernel."""
+    slice_size = _namespace.eager_slice_size(xp, resolved.device)
+    bounds = None if slice_size is None else _registry._slices(resolved.shape, slice_size)
+    if bounds is None:
+        return _namespace.compiled(_k3, xp)(log_p, log_q)
+    log_p, log_q = xp.broadcast_arrays(log_p, log_q)
+    pieces = [_k3(log_p[start:stop, ...], log_q[start:stop, ...], xp) for start, stop in bounds]
+    return xp.concat(pieces, axis=0)
 
 
 def _k3(log_p: Any, log_q: Any, xp: Any) -> Any:
