@@ -160,3 +160,54 @@ def test_large_k3_in_slices_is_identical(backend, dtype):
     # the whole kernel (one compiled kernel on JAX, which does not slice)
     whole = backend.to_numpy(_namespace.compiled(estimators._k3, backend.xp)(p, q))
     np.testing.assert_array_equal(got, whole)
+
+
+@pytest.mark.parametrize("half", HALF)
+def test_half_precision_values_of_every_function(backend, xp, half):
+    """Normal, Bernoulli, k3 and expm1mx in float16/bfloat16: within 1 ulp of the half dtype
+    of the exact value on the half inputs."""
+    dtype = getattr(xp, half, None)
+    if dtype is None or (backend.name == "numpy" and half == "bfloat16"):
+        pytest.skip(f"{backend.name} has no {half}")
+    from tests.reference.categorical import kl_bernoulli, sample_k3
+    from tests.reference.normal import expm1mx as exact_expm1mx
+    from tests.reference.normal import kl_normal
+
+    rng = np.random.default_rng(1)
+    x32 = rng.normal(size=8).astype(np.float32)
+    y32 = (x32 + 0.05 * rng.normal(size=8)).astype(np.float32)
+
+    def half_array(values):
+        return xp.astype(backend.asarray(values, xp.float32), dtype)
+
+    x, y = half_array(x32), half_array(y32)
+    xs = backend.to_numpy(xp.astype(x, xp.float32)).tolist()
+    ys = backend.to_numpy(xp.astype(y, xp.float32)).tolist()
+    cases = {
+        "normal": (
+            kb.kl_divergence(kb.Normal(x, log_scale=y), kb.Normal(0.0, 1.0)),
+            [
+                kl_normal(a, 0.0, log_scale_p=b, log_scale_q=0.0)
+                for a, b in zip(xs, ys, strict=True)
+            ],
+        ),
+        "bernoulli": (
+            kb.kl_divergence(kb.Bernoulli(x), kb.Bernoulli(y)),
+            [kl_bernoulli(p_logit=a, q_logit=b) for a, b in zip(xs, ys, strict=True)],
+        ),
+        "k3": (kb.sample_kl(x, y), [sample_k3(a, b) for a, b in zip(xs, ys, strict=True)]),
+        "expm1mx": (kb.special.expm1mx(x), [exact_expm1mx(a) for a in xs]),
+    }
+    bits = 11 if half == "float16" else 8
+    smallest = 2.0**-24 if half == "float16" else 2.0**-133
+    for name, (result, exact) in cases.items():
+        assert result.dtype == dtype, name
+        got = backend.to_numpy(xp.astype(result, xp.float32))
+        for value, want in zip(got, exact, strict=True):
+            want = float(want)
+            ulp = (
+                max(2.0 ** (np.floor(np.log2(abs(want))) - bits + 1), smallest)
+                if want
+                else smallest
+            )
+            assert abs(value - want) <= ulp, (name, value, want)
