@@ -4,8 +4,12 @@ The backend is named by ``KULLBACK_BACKEND`` (set by each nox session): numpy,
 array_api_strict, torch, jax, dask or cupy.  If it does not import, collection fails: a
 broken install must never pass as a green run of skipped tests.
 
-Tests receive ``xp`` (the backend's array API namespace), ``dtype`` (float32 and float64)
-and use :class:`Backend` to move NumPy data in and out of the backend.
+Tests receive ``xp`` (the backend's array API namespace) and ``dtype``: float32 and
+float64, and the half-precision dtypes the backend has (float16 on NumPy, Dask and CuPy;
+float16 and bfloat16 on PyTorch and JAX; array-api-strict has none, like the standard).
+Half inputs are computed in float32 and rounded once, so every accuracy bound for them is
+1 ulp of the half dtype (:func:`ulp_bound`).  :class:`Backend` moves NumPy data (bfloat16
+through ``ml_dtypes``) in and out of the backend; :func:`finfo` describes every dtype.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import array_api_compat
 import hypothesis
+import ml_dtypes  # registers bfloat16 with NumPy; finfo for every dtype
 import numpy as np
 import pytest
 
@@ -32,6 +37,15 @@ _MODULES = {
 if BACKEND not in _MODULES:
     raise RuntimeError(f"KULLBACK_BACKEND={BACKEND!r}; expected one of {sorted(_MODULES)}")
 _module = importlib.import_module(_MODULES[BACKEND])  # fails loudly if missing
+
+HALF_DTYPES = {
+    "numpy": ["float16"],
+    "dask": ["float16"],
+    "cupy": ["float16"],
+    "torch": ["float16", "bfloat16"],
+    "jax": ["float16", "bfloat16"],
+}
+DTYPES = ["float32", "float64", *HALF_DTYPES.get(BACKEND, [])]
 
 if BACKEND == "jax":
     import jax
@@ -80,7 +94,13 @@ class Backend:
 
     def asarray(self, values: Any, dtype: Any, device: Any = None) -> Any:
         """NumPy data (exact) as a backend array of ``dtype``."""
-        data = np.asarray(values, dtype=np.dtype(dtype_name(dtype)))
+        name = dtype_name(dtype)
+        data = np.asarray(values, dtype=np.dtype(name))
+        if self.name == "torch" and name == "bfloat16":  # torch takes no NumPy bfloat16
+            import torch
+
+            wide = torch.asarray(data.astype(np.float32), device=device)  # exact
+            return wide.to(torch.bfloat16)
         if self.name == "dask":
             import dask.array as da
 
@@ -96,6 +116,10 @@ class Backend:
 
     def to_numpy(self, x: Any) -> np.ndarray:
         if self.name == "torch":
+            import torch
+
+            if x.dtype == torch.bfloat16:
+                return x.detach().cpu().float().numpy().astype(ml_dtypes.bfloat16)  # exact
             return x.detach().cpu().numpy()
         if self.name == "dask":
             return np.asarray(x.compute())
@@ -115,10 +139,25 @@ def dtype_name(dtype: Any) -> str:
     if isinstance(dtype, str):
         return dtype
     text = str(dtype)
-    for name in ("float16", "bfloat16", "float32", "float64"):
+    for name in ("bfloat16", "float16", "float32", "float64"):  # "bfloat16" ends in "float16"
         if text.endswith(name) or text.endswith(f"{name}'>"):
             return name
     return np.dtype(dtype).name
+
+
+def finfo(dtype: Any) -> Any:
+    """``np.finfo`` of the dtype (a backend's, or its name), bfloat16 included."""
+    return ml_dtypes.finfo(np.dtype(dtype_name(dtype)))
+
+
+def is_half(dtype: Any) -> bool:
+    return dtype_name(dtype) in ("float16", "bfloat16")
+
+
+def ulp_bound(dtype: Any, bound: float) -> float:
+    """The accuracy bound in ulp of ``dtype``: ``bound`` for float32 and float64, and 1 for
+    the half dtypes, whose results are the float32 result rounded once (the contract)."""
+    return 1.0 if is_half(dtype) else bound
 
 
 _backend = Backend(
@@ -139,7 +178,7 @@ def xp() -> Any:
     return _backend.xp
 
 
-@pytest.fixture(scope="session", params=["float32", "float64"])
+@pytest.fixture(scope="session", params=DTYPES)
 def dtype(request: pytest.FixtureRequest) -> Any:
     return getattr(_backend.xp, request.param)
 

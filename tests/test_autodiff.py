@@ -7,6 +7,7 @@ next to them.
 
 from __future__ import annotations
 
+import ml_dtypes
 import mpmath
 import numpy as np
 import pytest
@@ -107,7 +108,7 @@ def test_gradients_match_analytic(autodiff, dtype, by_log):
     exact = np.array(
         [[float(g) for g in exact_fn(*(float(v[i]) for v in args))] for i in range(len(a))]
     ).T
-    eps = float(np.finfo(name).eps)
+    eps = float(ml_dtypes.finfo(name).eps)
     for got, want in zip(grads, exact, strict=False):
         assert np.all(np.isfinite(got))
         scale_of_terms = np.abs(want) + eps * np.max(np.abs(want))  # exact zeros stay zero-ish
@@ -129,7 +130,7 @@ def test_hessian_at_equality_is_fisher(autodiff, dtype, by_log):
     theta = np.array([loc, q_param], dtype=name)
     h = hessian(autodiff, kl, theta)
     fisher = np.diag([1 / scale**2, 2.0 if by_log else 2 / scale**2])
-    np.testing.assert_allclose(h, fisher, rtol=8 * float(np.finfo(name).eps), atol=0)
+    np.testing.assert_allclose(h, fisher, rtol=8 * float(ml_dtypes.finfo(name).eps), atol=0)
 
 
 def test_scale_gradient_at_branch_edges(autodiff, dtype):
@@ -143,7 +144,7 @@ def test_scale_gradient_at_branch_edges(autodiff, dtype):
     for ratio in (0.25, 0.5, 2.0, 4.0):
         edge = dt(ratio) * t
         scale_p += [np.nextafter(edge, dt(0)), edge, np.nextafter(edge, dt(np.inf))]
-    info = np.finfo(name)
+    info = ml_dtypes.finfo(name)
     tiny_ratio = 2.0 ** (4 - info.maxexp)  # where the ratio is rescaled before its log
     scale_p += [dt(tiny_ratio * 1.5 * 0.5), dt(tiny_ratio * 1.5 * 2.0), dt(1e-3)]
     scale_p = np.array(scale_p, dtype=name)
@@ -162,7 +163,7 @@ def test_scale_gradient_at_branch_edges(autodiff, dtype):
             for i in range(len(scale_p))
         ]
     ).T
-    eps = float(np.finfo(name).eps)
+    eps = float(ml_dtypes.finfo(name).eps)
     for got, want in zip(grads, exact, strict=True):
         assert np.all(np.isfinite(got))
         np.testing.assert_allclose(got, want, rtol=16 * eps, atol=0)
@@ -174,7 +175,7 @@ def test_scale_gradient_at_the_ends_of_the_float_range(autodiff, dtype):
     ones (to an absolute smallest-normal where the exact one is below the normal range,
     which XLA flushes to 0)."""
     name = dtype_name(dtype)
-    info = np.finfo(name)
+    info = ml_dtypes.finfo(name)
     smallest, largest = float(info.smallest_normal), float(info.max)
     scale_p = np.array([smallest, 1.5 * smallest, 0.9 * largest, 0.9 * largest], dtype=name)
     scale_q = np.array([0.5 * largest, largest, 0.1 * largest, 0.3 * largest], dtype=name)
@@ -220,7 +221,7 @@ def test_expm1mx_gradient_at_branch_edges(autodiff, dtype):
     (grad,) = gradient(autodiff, kb.special.expm1mx, x)
     with mpmath.workdps(50):
         exact = np.array([float(mpmath.expm1(mpmath.mpf(float(v)))) for v in x])
-    np.testing.assert_allclose(grad, exact, rtol=8 * float(np.finfo(name).eps), atol=0)
+    np.testing.assert_allclose(grad, exact, rtol=8 * float(ml_dtypes.finfo(name).eps), atol=0)
 
 
 def exact_gradient_mixed(a, p_param, b, q_param, p_by_log):
@@ -261,7 +262,7 @@ def test_mixed_gradients_match_analytic(autodiff, dtype, p_by_log):
             for i in range(len(a))
         ]
     ).T
-    eps = float(np.finfo(name).eps)
+    eps = float(ml_dtypes.finfo(name).eps)
     for got, want in zip(grads, exact, strict=True):
         assert np.all(np.isfinite(got))
         scale_of_terms = np.abs(want) + eps * np.max(np.abs(want))
@@ -283,7 +284,7 @@ def test_mixed_hessian_at_equality_is_fisher(autodiff, dtype):
 
     h = hessian(autodiff, kl, np.array([loc, scale], dtype=name))
     fisher = np.diag([1 / scale**2, 2 / scale**2])
-    np.testing.assert_allclose(h, fisher, rtol=64 * float(np.finfo(name).eps), atol=0)
+    np.testing.assert_allclose(h, fisher, rtol=64 * float(ml_dtypes.finfo(name).eps), atol=0)
 
 
 # --- Categorical, Bernoulli, sample_kl ----------------------------------------------------
@@ -307,7 +308,7 @@ def test_categorical_gradients_match_analytic(autodiff, dtype):
         return kb.kl_divergence(kb.Categorical(a), kb.Categorical(b))
 
     grad_a, grad_b = gradient(autodiff, kl, a, b)
-    eps = float(np.finfo(name).eps)
+    eps = float(ml_dtypes.finfo(name).eps)
     for row in range(a.shape[0]):
         want_a, want_b = kl_categorical_gradient(a[row].tolist(), b[row].tolist())
         for got, want in ((grad_a[row], want_a), (grad_b[row], want_b)):
@@ -337,7 +338,7 @@ def test_categorical_gradient_is_zero_at_equality_and_hessian_is_fisher(autodiff
 
     h = hessian(autodiff, kl, finite)
     fisher = fisher_information(finite.tolist())
-    eps = float(np.finfo(name).eps)
+    eps = float(ml_dtypes.finfo(name).eps)
     np.testing.assert_allclose(h, fisher, rtol=0, atol=64 * eps * np.max(np.abs(fisher)))
 
 
@@ -386,7 +387,7 @@ def test_bernoulli_and_k3_gradients_match_analytic(autodiff, dtype):
         want_x = [float(s * (1 - s) * (mpmath.mpf(float(u)) - mpmath.mpf(float(v))))
                   for s, u, v in zip(sig, x, y, strict=True)]  # fmt: skip
         want_y = [float(t - s) for s, t in zip(sig, sig_q, strict=True)]
-    eps = float(np.finfo(name).eps)
+    eps = float(ml_dtypes.finfo(name).eps)
     np.testing.assert_allclose(gx, want_x, rtol=64 * eps, atol=0)
     np.testing.assert_allclose(gy, want_y, rtol=64 * eps, atol=0)
     log_p = np.array([-1.0, -5.0, -2.0, 0.0], dtype=name)

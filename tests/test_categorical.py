@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import given
@@ -72,7 +73,7 @@ def second_order_allowance(sweep, name, event=True):
     q, _ = _probabilities(sweep.q, sweep.q_by, event)
     probs = sweep.p if sweep.p_by == "probs" else sweep.q
     _, log_probs = _probabilities(probs, "probs", event)
-    eps = float(np.finfo(name).eps)
+    eps = float(ml_dtypes.finfo(name).eps)
     with np.errstate(invalid="ignore"):
         delta = np.where(np.isfinite(log_probs), 0.5 * eps * np.abs(log_probs), 0.0)
         # first order with the bound on the rounding (the sweep's uses the actual one),
@@ -91,7 +92,7 @@ def flushed_rows(exact, name, backend):
     values = np.array([float(e) for e in exact])
     if not backend.flushes_subnormals:
         return np.zeros(len(values), dtype=bool)
-    info = np.finfo(name)
+    info = ml_dtypes.finfo(name)
     return np.abs(values) < float(info.smallest_normal) * 2.0 ** (info.nmant + 1)
 
 
@@ -106,7 +107,7 @@ def assert_within(got, sweep, name, event=True, backend=None):
         errors[flushed_rows(sweep.exact, name, backend)] = 0.0
     scaled = np.array([label.startswith("Q = 2P") for label in sweep.labels])
     if np.any(scaled):
-        assert np.all(got[scaled] <= np.finfo(name).eps ** 2)
+        assert np.all(got[scaled] <= ml_dtypes.finfo(name).eps ** 2)
         errors[scaled] = 0.0
     worst = int(np.argmax(errors - allowed))
     assert errors[worst] <= allowed[worst], (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import ml_dtypes
 import mpmath
 import numpy as np
 import pytest
@@ -221,7 +222,7 @@ def test_exactly_zero_for_identical(backend, dtype, parameterization):
 def test_no_spurious_overflow(backend, dtype):
     """inf only where the exact KL exceeds the largest float; never from an intermediate."""
     name = dtype_name(dtype)
-    largest = float(np.finfo(name).max)
+    largest = float(ml_dtypes.finfo(name).max)
     # KL ~ exp(2r)/2: with 2r just below log(2*max) the result is finite although exp(2r) is not.
     r_finite = (math.log(2) + math.log(largest) - 0.02) / 2
     r_infinite = (math.log(2) + math.log(largest) + 0.02) / 2
@@ -260,7 +261,7 @@ def test_scale_ratio_beyond_the_float_range(backend, dtype):
     lost bits.  Scales near the largest float at moderate ratios (no intermediate such as
     2s may overflow).  And s/t beyond the largest float, where the KL itself overflows."""
     name = dtype_name(dtype)
-    info = np.finfo(name)
+    info = ml_dtypes.finfo(name)
     smallest_normal, largest = float(info.tiny), float(info.max)
     # (scale_p, scale_q): tiny ratios; huge scales at ratios 9, 3 and 1.5; an overflowing KL
     rows = [
@@ -284,7 +285,7 @@ def test_scales_at_the_bottom_of_the_normal_range(backend, dtype):
     their difference is subnormal, which JAX and CuPy flush to 0, unless the scales are
     lifted (a lift from 2**26 only, as float32 needs, left float64 at 0 near 1e-298)."""
     name = dtype_name(dtype)
-    smallest = float(np.finfo(name).tiny)
+    smallest = float(ml_dtypes.finfo(name).tiny)
     rows = [
         (ratio * multiple * smallest, multiple * smallest)
         for multiple in (1.0, 3.0, 1e3, 2.0**26, 2.0**40, 2.0**52)
@@ -345,7 +346,7 @@ def test_infinite_location_gives_inf(backend, dtype, parameterization):
     equal infinite locations give NaN (inf - inf)."""
     p_by_log, q_by_log = PARAMETERIZATIONS[parameterization]
     name = dtype_name(dtype)
-    beyond = 0.5 * math.log(float(np.finfo(name).max))  # above the threshold 0.45 log(max)
+    beyond = 0.5 * math.log(float(ml_dtypes.finfo(name).max))  # above the threshold 0.45 log(max)
     log_p = np.array([0.0, 0.3, -beyond, beyond, 0.0])
     log_q = np.array([0.0, -0.2, -beyond, beyond, 0.0])
     loc_p = np.array([np.inf, -np.inf, np.inf, 1.0, np.inf])
@@ -370,7 +371,7 @@ def test_known_value(backend, xp, dtype):
     q = normal(backend, dtype, np.array([0.0]), np.array([1.0]), False)
     got = backend.to_numpy(kb.kl_divergence(p, q))
     np.testing.assert_allclose(
-        got, [2 - math.log(2)], rtol=4 * float(np.finfo(dtype_name(dtype)).eps)
+        got, [2 - math.log(2)], rtol=4 * float(ml_dtypes.finfo(dtype_name(dtype)).eps)
     )
 
 
@@ -398,11 +399,11 @@ def test_nonnegative_and_zero_iff_equal(backend, dtype, rows, by_log):
     args = ("log_scale_p", "log_scale_q") if by_log else ("scale_p", "scale_q")
     exact = [kl_normal(float(x), float(y), **{args[0]: float(u), args[1]: float(v)})
              for x, u, y, v in zip(a.astype(name), la.astype(name), b.astype(name), lb.astype(name), strict=False)]  # fmt: skip
-    half_smallest = mpmath.mpf(float(np.finfo(name).smallest_subnormal)) / 2
+    half_smallest = mpmath.mpf(float(ml_dtypes.finfo(name).smallest_subnormal)) / 2
     zero = np.array([e < half_smallest for e in exact])
     if backend.flushes_subnormals:
         # XLA and CuPy flush subnormal results to 0: a KL below the smallest normal may be 0
-        smallest_normal = mpmath.mpf(float(np.finfo(name).smallest_normal))
+        smallest_normal = mpmath.mpf(float(ml_dtypes.finfo(name).smallest_normal))
         clear = np.array([e < half_smallest or e >= 2 * smallest_normal for e in exact])
         np.testing.assert_array_equal((got == 0)[clear], zero[clear])
     else:
@@ -438,7 +439,7 @@ def test_invariant_under_shared_shift_and_scale(backend, dtype, rows, exponent, 
     exact_shift = (np.asarray(c * a + c * shift, dtype=name) - c * shift == c * a) & (
         np.asarray(c * b + c * shift, dtype=name) - c * shift == c * b
     )
-    eps = float(np.finfo(name).eps)
+    eps = float(ml_dtypes.finfo(name).eps)
     np.testing.assert_allclose(moved[exact_shift], base[exact_shift], rtol=8 * eps, atol=0)
 
 

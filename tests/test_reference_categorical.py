@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import ml_dtypes
 import mpmath
 import numpy as np
 import pytest
@@ -61,7 +62,9 @@ def test_categorical_sweep_against_the_textbook_formula(K, parameterization):
         s = ref.categorical_sweep(dtype_name, K, parameterization)
         assert s.p.dtype == np.dtype(dtype_name)
         assert s.p.shape == (len(s.exact), K)
-        assert not np.any((s.p != 0) & (np.abs(s.p) < np.finfo(s.p.dtype).tiny))  # subnormals
+        assert not np.any(
+            (s.p != 0) & (np.abs(s.p) < ml_dtypes.finfo(s.p.dtype).tiny)
+        )  # subnormals
         for i, (p_row, q_row) in enumerate(zip(s.p.tolist(), s.q.tolist(), strict=True)):
             expected = textbook(s.p_by, p_row, s.q_by, q_row)
             assert same(s.exact[i], expected), (s.labels[i], s.exact[i], expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -26,7 +27,7 @@ def test_sample_kl_accuracy(backend, xp, dtype, estimator):
     got = backend.to_numpy(result)
     exact = list(getattr(sweep, estimator))
     if backend.flushes_subnormals:  # results below the normal range are flushed to 0
-        tiny = float(np.finfo(name).smallest_normal)
+        tiny = float(ml_dtypes.finfo(name).smallest_normal)
         keep = [i for i, e in enumerate(exact) if not (0 < abs(float(e)) < tiny)]
         got, exact = got[keep], [exact[i] for i in keep]
     if estimator != "k1":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import hypothesis.extra.numpy as hnp
+import ml_dtypes
 import mpmath
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ def half_expm1mx(x, xp):
 def overflow_threshold(name: str, weight: float = 1.0) -> float:
     """The largest float ``x`` of the dtype whose ``weight (e**x - 1 - x)`` is finite."""
     dt = np.dtype(name).type
-    info = np.finfo(name)
+    info = ml_dtypes.finfo(name)
     # values from max + ulp/2 on round to infinity
     limit = mpmath.mpf(float(info.max)) * (1 + mpmath.mpf(2) ** -(info.nmant + 2))
     low, high = dt(math.log(float(info.max)) - 1), dt(math.log(float(info.max)) + 1)
@@ -57,7 +58,7 @@ def sweep(name: str) -> np.ndarray:
     -44 to 88.5 or 709.75) and their neighbours; the floats next to the overflow threshold.
     """
     dt = np.dtype(name).type
-    info = np.finfo(name)
+    info = ml_dtypes.finfo(name)
     top = overflow_threshold(name)
     smallest = math.sqrt(2.0 * float(info.smallest_normal)) * 1.01  # result just normal
     magnitudes = np.geomspace(smallest, top, 2500)
@@ -78,7 +79,7 @@ def sweep(name: str) -> np.ndarray:
 def half_sweep(name: str) -> np.ndarray:
     """:func:`sweep` where half the result is a normal float too."""
     x = sweep(name)
-    smallest = math.sqrt(4.0 * float(np.finfo(name).smallest_normal)) * 1.01
+    smallest = math.sqrt(4.0 * float(ml_dtypes.finfo(name).smallest_normal)) * 1.01
     return x[np.abs(x) >= smallest]
 
 
@@ -118,7 +119,7 @@ def test_half_accuracy(backend, xp, dtype):
     # The same roundings as expm1mx (the tables and scalings are exact) where half of the
     # result is a normal float and the whole finite.
     whole = backend.to_numpy(kb.special.expm1mx(backend.asarray(x, dtype)))
-    same = (whole >= 4 * np.finfo(name).smallest_normal) & np.isfinite(whole)
+    same = (whole >= 4 * ml_dtypes.finfo(name).smallest_normal) & np.isfinite(whole)
     np.testing.assert_array_equal(2 * got[same], whole[same])
 
 
@@ -150,7 +151,7 @@ def test_results_just_above_the_smallest_normal(backend, xp, dtype):
     """Results between the smallest normal float and twice it are normal floats: no
     intermediate half of them may be subnormal (which JAX and CuPy flush to 0)."""
     name = dtype_name(dtype)
-    smallest = float(np.finfo(name).smallest_normal)
+    smallest = float(ml_dtypes.finfo(name).smallest_normal)
     # e**x - 1 - x ~ x**2/2 at 1.01, 1.24 and 1.9 times the smallest normal, both signs
     magnitudes = np.sqrt(2.0 * smallest * np.array([1.01, 1.24, 1.9]))
     x = np.concatenate([magnitudes, -magnitudes]).astype(name)
@@ -163,7 +164,7 @@ def test_subnormal_and_zero_results(backend, dtype):
     """``|x|`` down to 1e-300 (float64) or 1e-44 (float32): the result, subnormal or 0, is
     within the bound in units of the smallest subnormal, or flushed to 0 by JAX and CuPy."""
     name = dtype_name(dtype)
-    info = np.finfo(name)
+    info = ml_dtypes.finfo(name)
     lowest = 1e-300 if name == "float64" else 1e-44
     magnitudes = np.geomspace(lowest, math.sqrt(2.0 * float(info.smallest_normal)), 200)
     x = np.concatenate([magnitudes, -magnitudes]).astype(name)
@@ -245,7 +246,7 @@ def test_gradient_is_expm1(backend, xp, dtype):
     for f in (kb.special.expm1mx, lambda a: 2.0 * half_expm1mx(a, xp)):
         grad = gradient(backend, f, x)
         assert np.all(np.isfinite(grad))
-        np.testing.assert_allclose(grad, exact, rtol=4 * float(np.finfo(name).eps), atol=0)
+        np.testing.assert_allclose(grad, exact, rtol=4 * float(ml_dtypes.finfo(name).eps), atol=0)
 
 
 def test_accuracy_under_jit(backend, dtype):

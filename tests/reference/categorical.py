@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import ml_dtypes
 import mpmath
 import numpy as np
 
@@ -271,7 +272,7 @@ def _allowance(dtype_name, p_side, q_side, row):
     kl = row.kl
     if not mpmath.isfinite(kl) or kl == 0:
         return 0.0
-    info = np.finfo(np.dtype(dtype_name))
+    info = ml_dtypes.finfo(np.dtype(dtype_name))
     exponent = max(int(mpmath.floor(mpmath.log(kl, 2))), int(info.minexp)) - info.nmant
     total = 0.0
     if p_side[0] == "probs":
@@ -441,7 +442,7 @@ def _cast_probs(p64, q64, dtype, both):
     probability that is positive in float64 is below the smallest normal after rounding,
     it becomes 0 if the other side's is too (``both``), else the smallest normal.  Zeros
     of float64 (from -inf logits) stay."""
-    tiny = np.finfo(dtype).tiny
+    tiny = ml_dtypes.finfo(dtype).tiny
     p, q = p64.astype(dtype), q64.astype(dtype)
     small_p, small_q = (p64 > 0) & (p < tiny), (q64 > 0) & (q < tiny)
     if both:
@@ -559,7 +560,7 @@ def _categorical_inputs(dtype_name, K, parameterization, seed=0):
 def _without_subnormal_kls(sweep):
     """The sweep less its rows whose exact KL rounds to a subnormal of the dtype (JAX and
     CuPy flush those to 0; a KL below half the smallest subnormal rounds to 0 and stays)."""
-    info = np.finfo(sweep.p.dtype)
+    info = ml_dtypes.finfo(sweep.p.dtype)
     low = mpmath.mpf(2) ** (info.minexp - info.nmant - 1)
     keep = [not (low <= x < info.tiny) for x in sweep.exact]
     if all(keep):
@@ -740,7 +741,7 @@ def bernoulli_sweep(dtype_name: str, parameterization: str, seed: int = 0) -> KL
             for value in (-3.0, 0.0, 3.0):
                 sides = {"probs": (prob, "probs"), "logits": (value, "logits")}
                 pairs.append(("zeros and ones", sides[p_by], sides[q_by]))
-    info = np.finfo(dtype)
+    info = ml_dtypes.finfo(dtype)
     p_values, q_values, labels = [], [], []
     for label, *sides in pairs:
         converted = []

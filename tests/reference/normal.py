@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import ml_dtypes
 import mpmath
 import numpy as np
 
@@ -43,7 +44,7 @@ def ulp_errors(computed: np.ndarray, exact: list, dtype) -> np.ndarray:
     Where the exact value is 0 the unit is the smallest subnormal, so anything but an exact
     0 counts as a huge error.  Infinite values must match exactly (0 or inf).
     """
-    info = np.finfo(dtype)
+    info = ml_dtypes.finfo(dtype)
     digits = info.nmant + 1
     smallest = mpmath.mpf(2) ** (info.minexp - info.nmant)
     out = np.empty(len(exact))
@@ -118,14 +119,14 @@ def normal_sweep(
         q_param = (log_q if q_by_log else np.exp(log_q)).astype(dtype)
         loc_p, loc_q = loc_p.astype(dtype), loc_q.astype(dtype)
     keep = np.isfinite(p_param) & np.isfinite(q_param) & np.isfinite(loc_p) & np.isfinite(loc_q)
-    tiny = np.finfo(dtype).tiny
+    tiny = ml_dtypes.finfo(dtype).tiny
     if not p_by_log:
         keep &= p_param >= tiny
     if not q_by_log:
         keep &= q_param >= tiny
     rows = np.flatnonzero(keep)
     exact, kept, ratios = [], [], []
-    max_value = np.finfo(dtype).max
+    max_value = ml_dtypes.finfo(dtype).max
     for i in rows:
         args = {"loc_p": float(loc_p[i]), "loc_q": float(loc_q[i])}
         args["log_scale_p" if p_by_log else "scale_p"] = float(p_param[i])
@@ -155,7 +156,7 @@ def log_difference_sweep(dtype_name: str, size: int = 1200, seed: int = 0):
     equality ``scale = 1``, ``log_scale = 0``, and rows at the edges of the range.
     """
     dtype = np.dtype(dtype_name).type
-    info = np.finfo(dtype)
+    info = ml_dtypes.finfo(dtype)
     rng = np.random.default_rng([seed, np.dtype(dtype_name).itemsize])
     log_s = rng.uniform(np.log(float(info.tiny)), np.log(float(info.max)), size)
     log_s[: size // 4] = rng.uniform(-3, 3, size // 4)
