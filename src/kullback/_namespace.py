@@ -30,6 +30,7 @@ __all__ = [
     "namespace_of",
     "opaque",
     "resolve",
+    "take",
     "type_name",
 ]
 
@@ -262,6 +263,27 @@ def clip(x: Any, low: Any, high: Any, xp: Any) -> Any:
 
         return dask.array.clip(x, low, high)
     return xp.clip(x, low, high)
+
+
+def take(table: Sequence[float], indices: Any, dtype: Any, xp: Any) -> Any:
+    """``table[indices]`` elementwise: entries of a table of Python floats, looked up by an
+    integer array of any shape, as an array of ``dtype`` on the device of ``indices``.
+
+    ``take`` wants one-dimensional indices (the standard has no integer array indexing), so
+    others are flattened and the entries given their shape again (views on the eager
+    backends, nothing compiled).  Dask is the exception: reshaping an array chunked along a
+    later axis to one dimension and back multiplies its chunks, while its ``take`` of a
+    NumPy table gathers chunk by chunk for indices of any shape (known or unknown chunk
+    sizes), so there the table is a NumPy array (Dask's dtypes are NumPy's).
+    """
+    if is_lazy(xp):
+        import numpy as np
+
+        return xp.take(np.asarray(table, dtype=dtype), indices)
+    array = xp.asarray(table, dtype=dtype, device=device_of(indices))
+    if indices.ndim == 1:
+        return xp.take(array, indices)
+    return xp.reshape(xp.take(array, xp.reshape(indices, (-1,))), indices.shape)
 
 
 def compiles_with_xla(xp: Any) -> bool:

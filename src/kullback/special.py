@@ -135,26 +135,6 @@ def _series(clipped: Any, xp: Any) -> Any:
     return h + h * (clipped * correction)
 
 
-def _lookup(values: tuple[float, ...], index: Any, dtype: Any, xp: Any) -> Any:
-    """``values[index]`` elementwise, as an array of ``dtype`` on the device of ``index``.
-
-    ``take`` wants one-dimensional indices (the standard has no integer array indexing), so
-    others are flattened and the entries given their shape again (views on the eager
-    backends, nothing compiled).  Dask is the exception: reshaping an array chunked along a
-    later axis to one dimension and back multiplies its chunks, while its ``take`` of a
-    NumPy table gathers chunk by chunk for indices of any shape (known or unknown chunk
-    sizes), so there the table is a NumPy array (Dask's dtypes are NumPy's).
-    """
-    if _namespace.is_lazy(xp):
-        import numpy as np
-
-        return xp.take(np.asarray(values, dtype=dtype), index)
-    table = xp.asarray(values, dtype=dtype, device=_namespace.device_of(index))
-    if index.ndim == 1:
-        return xp.take(table, index)
-    return xp.reshape(xp.take(table, xp.reshape(index, (-1,))), index.shape)
-
-
 def _scaled_expm1mx(x: Any, weight: float, xp: Any) -> Any:
     r"""``weight * (e**x - 1 - x)``, ``weight`` 1/2 or 1, for an array ``x`` of namespace ``xp``.
 
@@ -199,8 +179,8 @@ def _scaled_expm1mx(x: Any, weight: float, xp: Any) -> Any:
     w = x - quarters * (1.0 / _STEPS)  # exact wherever x is within the table
     index = _namespace.clip(xp.astype(quarters, xp.int32) - first, 0, last - first, xp)
     k_values, d_values = _EXP_TABLES[is_float64, weight]
-    k = _lookup(k_values, index, dtype, xp)
-    d = _lookup(d_values, index, dtype, xp)
+    k = _namespace.take(k_values, index, dtype, xp)
+    d = _namespace.take(d_values, index, dtype, xp)
     whole = _series(_namespace.clip(w, -0.5, 0.5, xp), xp)  # e**w - 1 - w
     # weight * whole, exact: a half computed as such, not doubled, so that no intermediate
     # of the gradient (twice K times the incoming gradient) overflows where it does not
