@@ -30,6 +30,7 @@ __all__ = [
     "namespace_of",
     "opaque",
     "resolve",
+    "result_type",
     "take",
     "type_name",
 ]
@@ -216,7 +217,7 @@ def resolve(labelled: Sequence[tuple[str, Any]]) -> Resolved:
     for label, value, _ in arrays:
         if not xp.isdtype(value.dtype, "real floating"):
             raise TypeError(f"{label} has dtype {value.dtype}; expected a real floating dtype")
-    dtype = xp.result_type(*(value.dtype for _, value, _ in arrays))
+    dtype = result_type([value.dtype for _, value, _ in arrays], xp)
 
     device = device_of(arrays[0][1])
     for label, value, _ in arrays[1:]:
@@ -227,6 +228,25 @@ def resolve(labelled: Sequence[tuple[str, Any]]) -> Resolved:
             )
     shape = broadcast_shapes([(label, tuple(value.shape)) for label, value, _ in arrays])
     return Resolved(xp, dtype, device, shape)
+
+
+def result_type(dtypes: Sequence[Any], xp: Any) -> Any:
+    """The array API promotion of real floating ``dtypes``.
+
+    On PyTorch with ``torch.promote_types``: array-api-compat's ``result_type`` looks dtypes
+    outside the standard (float16, bfloat16) up in no table and falls back to
+    ``torch.result_type`` of empty tensors, which ``torch.compile`` cannot trace (fullgraph
+    fails on any half-precision distribution of two arrays).  For real floating dtypes the two
+    promote alike.
+    """
+    if xp.__name__ == "array_api_compat.torch":
+        import torch
+
+        dtype = dtypes[0]
+        for other in dtypes[1:]:
+            dtype = torch.promote_types(dtype, other)
+        return dtype
+    return xp.result_type(*dtypes)
 
 
 _NUMPY_NAMESPACES = frozenset({"numpy", "array_api_compat.numpy"})
