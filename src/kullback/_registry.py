@@ -298,7 +298,8 @@ def kl_divergence(
     with _namespace.errstate(xp):
         kl = _evaluate(fn, p, q, resolved, batch_shape)
         kl = _reduction.reduce(kl, axis=axis, mask=mask, reduction=reduction, xp=xp)
-    return _namespace.finalize(resolved.result(kl), xp)
+        # rounding a half-precision result overflows to inf where the KL exceeds its range
+        return _namespace.finalize(resolved.result(kl), xp)
 
 
 def _prepared(distribution: Distribution, resolved: _namespace.Resolved, mask: Any) -> Any:
