@@ -9,6 +9,7 @@ the tests run rather than cached.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import ml_dtypes
@@ -95,21 +96,37 @@ def normal_sweep(
 
     Log-scale ratios are drawn as ``±10**U(-12, 2)``, some exactly 0 and 30% uniformly on
     [-2.3, 2.3] (where the formulas change region); standardized mean gaps as
-    ``±10**U(-12, 2)`` (some exactly 0); the log-scale of q from ``U(-30, 30)``.  Dropped: rows whose inputs
-    or exact KL are not finite in the dtype (overflow is tested separately) and scales that
-    are not normal floats (backends that flush subnormals cannot hold them).
+    ``±10**U(-12, 2)`` (some exactly 0); the log-scale of q from ``U(-30, 30)``.  Dropped:
+    rows whose inputs or exact KL are not finite in the dtype (overflow is tested
+    separately) and scales that are not normal floats (backends that flush subnormals
+    cannot hold them).
+
+    The half dtypes (float16, bfloat16), which hold far fewer digits, and float16 a far
+    narrower range, take ranges from their ``finfo``: ratios and gaps as
+    ``±10**U(log10(eps) - 3, log10(log(max)))`` (from a thousandth of an ulp, which a
+    log-scale near 0 can still hold, to just past the overflow of the KL), and the
+    log-scale of q from ``U(-0.8 L, 0.8 L)``, ``L = min(log(max), -log(smallest normal))``
+    (±7.8 in float16, ±70 in bfloat16), so that scales reach the ends of the range.
+    float32 and float64 draw exactly the numbers they always did.
     """
     dtype = np.dtype(dtype_name).type
     rng = np.random.default_rng([seed, int(p_by_log), int(q_by_log), np.dtype(dtype_name).itemsize])
     n = size
+    info = ml_dtypes.finfo(dtype)
+    if info.bits >= 32:
+        lowest_exponent, highest_exponent, log_q_limit = -12.0, 2.0, 30.0
+    else:
+        lowest_exponent = math.log10(float(info.eps)) - 3
+        highest_exponent = math.log10(math.log(float(info.max)))
+        log_q_limit = 0.8 * min(math.log(float(info.max)), -math.log(float(info.tiny)))
     sign = rng.choice([-1.0, 1.0], n)
-    log_ratio = sign * 10.0 ** rng.uniform(-12, 2, n)
+    log_ratio = sign * 10.0 ** rng.uniform(lowest_exponent, highest_exponent, n)
     log_ratio[: n // 20] = 0.0
     # a dense band of moderate ratios, where the formulas change region
     log_ratio[n // 5 : n // 2] = rng.uniform(-2.3, 2.3, n // 2 - n // 5)
-    gap = rng.choice([-1.0, 1.0], n) * 10.0 ** rng.uniform(-12, 2, n)
+    gap = rng.choice([-1.0, 1.0], n) * 10.0 ** rng.uniform(lowest_exponent, 2, n)
     gap[n // 20 : n // 10] = 0.0
-    log_q = rng.uniform(-30, 30, n)
+    log_q = rng.uniform(-log_q_limit, log_q_limit, n)
     log_q[n // 10 : n // 5] = 0.0
     log_p = log_q + log_ratio
     loc_q = rng.normal(0, 1, n) * np.exp(log_q) * 10.0 ** rng.uniform(-3, 3, n)
@@ -153,10 +170,13 @@ def log_difference_sweep(dtype_name: str, size: int = 1200, seed: int = 0):
     ``|r|`` as ``10**U(-12, 1)``; ``log_scale`` is the float nearest ``log(scale) - r``, so
     the realized ``r`` of the exact inputs (returned, as mpf) differs from the target where
     that rounding exceeds it (in float32, below about ``ulp(log scale)``).  Plus exact
-    equality ``scale = 1``, ``log_scale = 0``, and rows at the edges of the range.
+    equality ``scale = 1``, ``log_scale = 0``, and rows at the edges of the range.  The
+    half dtypes draw ``|r|`` as ``10**U(log10(eps) - 3, 1)``: below that every target
+    rounds away, as most do below ``ulp(log scale)``.
     """
     dtype = np.dtype(dtype_name).type
     info = ml_dtypes.finfo(dtype)
+    lowest_exponent = -12.0 if info.bits >= 32 else math.log10(float(info.eps)) - 3
     rng = np.random.default_rng([seed, np.dtype(dtype_name).itemsize])
     log_s = rng.uniform(np.log(float(info.tiny)), np.log(float(info.max)), size)
     log_s[: size // 4] = rng.uniform(-3, 3, size // 4)
@@ -164,7 +184,9 @@ def log_difference_sweep(dtype_name: str, size: int = 1200, seed: int = 0):
         scale = np.exp(log_s).astype(dtype)
     edges = np.array([info.tiny, info.max, 1.0, 2.0, 0.5], dtype=dtype)
     scale = np.concatenate([edges, scale[np.isfinite(scale) & (scale >= info.tiny)]])
-    target = rng.choice([-1.0, 1.0], len(scale)) * 10.0 ** rng.uniform(-12, 1, len(scale))
+    target = rng.choice([-1.0, 1.0], len(scale)) * 10.0 ** rng.uniform(
+        lowest_exponent, 1, len(scale)
+    )
     target[2] = 0.0
     with mpmath.workdps(DIGITS):
         logs = [mpmath.log(mpmath.mpf(float(s))) for s in scale]
@@ -181,11 +203,18 @@ def same_distribution_sweep(dtype_name: str, size: int = 1200, seed: int = 1):
     Half the rows take a scale and its log rounded to the dtype, half a log-scale and the
     scale it rounds to (``exp`` rounded); ``log(scale)`` uniform on [-40, 40] (a tenth on
     [-1e-3, 1e-3]).  So ``|r|`` is below an ulp of ``log(scale)``: about 1e-17 in float64
-    and 1e-8 in float32, and much less in a few rows.
+    and 1e-8 in float32, and much less in a few rows.  The half dtypes take ``log(scale)``
+    over their whole normal range instead (float16's is [-9.7, 11.1]): ``|r|`` is then up
+    to 4e-3 (float16) or 0.25 (bfloat16), and down to about 1e-10 and 1e-7 in a few rows.
     """
     dtype = np.dtype(dtype_name).type
+    info = ml_dtypes.finfo(dtype)
     rng = np.random.default_rng([seed, np.dtype(dtype_name).itemsize])
-    target = rng.uniform(-40, 40, size)
+    if info.bits >= 32:
+        target = rng.uniform(-40, 40, size)
+    else:  # exp(target) rounds to a normal float: the ends, less an ulp of the scale
+        lowest = math.log(float(info.tiny)) + float(info.eps)
+        target = rng.uniform(lowest, math.log(float(info.max)) - float(info.eps), size)
     target[: size // 10] = rng.uniform(-1e-3, 1e-3, size // 10)
     with mpmath.workdps(DIGITS):
         scale, log_scale, exact = [], [], []
