@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import array_api_compat
 import numpy as np
 import pytest
 
 import kullback as kb
 from kullback._registry import shared_across_slices
-from tests.conftest import assert_array
+from tests.conftest import assert_array, dtype_name, finfo, is_half
 
 
 class Exponential(kb.Distribution):
     _parameter_names = ("rate",)
+    # (namespace, dtype) of each parameter a KL function of this family received
+    received: ClassVar[list[tuple]] = []
 
     def __init__(self, rate):
         super().__init__(rate=rate)
@@ -25,6 +28,9 @@ class SlowExponential(Exponential):
 
 @kb.register_kl(Exponential, Exponential)
 def _kl_exponential(p, q, *, xp):
+    Exponential.received += [
+        (array_api_compat.array_namespace(d.rate), d.rate.dtype) for d in (p, q)
+    ]
     ratio = q.rate / p.rate
     return ratio - 1 - xp.log(ratio)  # deliberately naive: this tests dispatch only
 
@@ -34,11 +40,30 @@ def _kl_slow_exponential(p, q, *, xp):
     return xp.zeros_like(p.rate + q.rate)
 
 
+def relative_tolerance(dtype) -> float:
+    """1e-6 for these naive float32 and float64 formulas; 1 ulp (eps) for half inputs,
+    whose result is the float32 one rounded once."""
+    return float(finfo(dtype).eps) if is_half(dtype) else 1e-6
+
+
 def test_user_pair_receives_converted_parameters(backend, xp, dtype):
+    """A registered pair receives every parameter, a Python number included, as an array of
+    the namespace in the working dtype, and its result is returned in the parameters' dtype.
+
+    The working dtype is the parameters' own, except for half precision (float16,
+    bfloat16): there a user pair receives float32 arrays, exactly what the library's own
+    pairs receive, so that it computes as they do (in float32, the half dtypes' accumulator)
+    and its result is rounded to the half dtype once, by ``kl_divergence``, after the
+    reduction over ``axis``.
+    """
+    Exponential.received.clear()
     p = Exponential(backend.asarray(np.array([1.0, 2.0]), dtype))
     result = kb.kl_divergence(p, Exponential(2.0), axis=-1)
     assert_array(result, xp=xp, dtype=dtype, shape=())
-    assert float(backend.to_numpy(result)) == pytest.approx(1 - np.log(2) + 0, rel=1e-6)
+    working = xp.float32 if is_half(dtype) else dtype
+    assert Exponential.received == [(xp, working), (xp, working)]
+    expected = 1 - np.log(2) + 0
+    assert float(backend.to_numpy(result)) == pytest.approx(expected, rel=relative_tolerance(dtype))
 
 
 def test_most_specific_pair_wins(backend, dtype):
@@ -48,7 +73,8 @@ def test_most_specific_pair_wins(backend, dtype):
     )
     # the subclass as q falls back to the base pair
     got = backend.to_numpy(kb.kl_divergence(Exponential(rate), SlowExponential(1.0)))
-    np.testing.assert_allclose(got, [0.0, 0.5 - np.log(0.5) - 1], rtol=1e-6)
+    expected = [0.0, 0.5 - np.log(0.5) - 1]
+    np.testing.assert_allclose(got.astype(np.float64), expected, rtol=relative_tolerance(dtype))
 
 
 def test_register_requires_distribution_types():
@@ -97,18 +123,27 @@ def _kl_counted(p, q, *, xp):
 @pytest.mark.parametrize("shared", [True, False], ids=["broadcast q", "sliced q"])
 def test_work_on_broadcast_parameters_is_shared_across_slices(backend, dtype, monkeypatch, shared):
     """A parameter passed whole to every slice is worked on once per evaluation; a sliced
-    one once per slice, each slice with its own values (no mix-up of arrays by id)."""
+    one once per slice, each slice with its own values (no mix-up of arrays by id).  The
+    values are those of the inputs in the dtype (exact in float64): to 1e-5, or to 1 ulp
+    for half inputs (computed in float32 and rounded once)."""
     import kullback._registry as registry
 
     monkeypatch.setattr(registry._namespace, "eager_slice_size", lambda xp, device: 8)
+    name = dtype_name(dtype)
     rng = np.random.default_rng(1)
-    p_value = rng.normal(size=(40, 3))
-    q_value = rng.normal(size=(1, 3) if shared else (40, 3))
+    p_value = rng.normal(size=(40, 3)).astype(name).astype(np.float64)
+    q_value = rng.normal(size=(1, 3) if shared else (40, 3)).astype(name).astype(np.float64)
     Counted.calls.clear()
     got = kb.kl_divergence(
         Counted(backend.asarray(p_value, dtype)), Counted(backend.asarray(q_value, dtype))
     )
-    np.testing.assert_allclose(backend.to_numpy(got), p_value - 2.0 * q_value, atol=1e-5)
+    expected = p_value - 2.0 * q_value
+    if is_half(dtype):
+        info = finfo(dtype)
+        tolerance = {"rtol": float(info.eps), "atol": float(info.smallest_subnormal)}
+    else:
+        tolerance = {"atol": 1e-5}
+    np.testing.assert_allclose(backend.to_numpy(got).astype(np.float64), expected, **tolerance)
     assert len(Counted.calls) == (1 if shared else 20)
     Counted.calls.clear()
     kb.kl_divergence(

@@ -39,9 +39,12 @@ def register_kl(type_p: type, type_q: type) -> Callable[[F], F]:
     The function is called as ``fn(p, q, xp=xp)`` and returns the elementwise KL over the
     broadcast batch shape.  Before the call, every parameter of ``p`` and ``q`` has been
     converted to the namespace ``xp`` (an ``array_api_compat`` namespace), to one floating
-    dtype and to one device, so the function uses ``xp`` and nothing else.  Reductions over
-    ``axis`` are done by :func:`kl_divergence`.  Lookup takes the most specific registered
-    pair along both method resolution orders.
+    dtype and to one device, so the function uses ``xp`` and nothing else.  That dtype is
+    the one computations are done in: the parameters' promoted dtype, except that half
+    precision (float16, bfloat16) arrives as float32, as it does for the library's own
+    pairs; :func:`kl_divergence` rounds the result to the half dtype once, after the
+    reduction.  Reductions over ``axis`` are done by :func:`kl_divergence`.  Lookup takes
+    the most specific registered pair along both method resolution orders.
 
     Examples
     --------
