@@ -45,6 +45,7 @@ def textbook(p_by, p_row, q_by, q_row, digits=160):
 
 
 TOLERANCE = mpmath.mpf(10) ** -55
+DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
 def same(a, b, rel=TOLERANCE):
@@ -58,23 +59,28 @@ def same(a, b, rel=TOLERANCE):
 @pytest.mark.parametrize("K", [2, 3, 10, 100])
 @pytest.mark.parametrize("parameterization", ref.PARAMETERIZATIONS)
 def test_categorical_sweep_against_the_textbook_formula(K, parameterization):
-    for dtype_name in ("float32", "float64"):
+    for dtype_name in DTYPES:
         s = ref.categorical_sweep(dtype_name, K, parameterization)
         assert s.p.dtype == np.dtype(dtype_name)
         assert s.p.shape == (len(s.exact), K)
-        assert not np.any(
-            (s.p != 0) & (np.abs(s.p) < ml_dtypes.finfo(s.p.dtype).tiny)
-        )  # subnormals
+        if not ref.keeps_subnormals(dtype_name):  # float16 keeps them (float32 normals)
+            for x in (s.p, s.q):
+                assert not np.any((x != 0) & (np.abs(x) < ml_dtypes.finfo(x.dtype).tiny))
         for i, (p_row, q_row) in enumerate(zip(s.p.tolist(), s.q.tolist(), strict=True)):
             expected = textbook(s.p_by, p_row, s.q_by, q_row)
             assert same(s.exact[i], expected), (s.labels[i], s.exact[i], expected)
             assert s.exact[i] >= 0 or mpmath.isnan(s.exact[i])
 
 
-def test_bernoulli_sweep_against_closed_forms():
+@pytest.mark.parametrize("dtype_name", ["float64", "float16", "bfloat16"])
+def test_bernoulli_sweep_against_closed_forms(dtype_name):
     for parameterization in ref.PARAMETERIZATIONS:
-        s = ref.bernoulli_sweep("float64", parameterization)
-        for p, q, exact in zip(s.p.tolist(), s.q.tolist(), s.exact, strict=True):
+        s = ref.bernoulli_sweep(dtype_name, parameterization)
+        assert s.p.dtype == np.dtype(dtype_name)
+        for p, q, exact in zip(
+            s.p.astype(np.float64).tolist(), s.q.astype(np.float64).tolist(), s.exact,
+            strict=True,
+        ):  # fmt: skip
             p_row = [0.0, p] if s.p_by == "logits" else [mpmath.fsub(1, p, exact=True), p]
             q_row = [0.0, q] if s.q_by == "logits" else [mpmath.fsub(1, q, exact=True), q]
             # probabilities down to 1e-300: log(1 - p) needs 300 more digits
@@ -140,11 +146,12 @@ def test_shift_invariance_of_logits():
 
 
 def test_sample_estimators():
-    for dtype_name in ("float32", "float64"):
+    for dtype_name in DTYPES:
         s = ref.sample_kl_sweep(dtype_name)
         for log_p, log_q, k1, k2, k3 in zip(
-            s.log_p.tolist(), s.log_q.tolist(), s.k1, s.k2, s.k3, strict=True
-        ):
+            s.log_p.astype(np.float64).tolist(), s.log_q.astype(np.float64).tolist(),
+            s.k1, s.k2, s.k3, strict=True,
+        ):  # fmt: skip
             if log_q == -INF:
                 assert k1 == k2 == k3 == mpmath.inf
                 continue
@@ -220,3 +227,32 @@ def test_mixed_allowance():
         assert np.all(s.allowance >= 0)
         assert np.any(s.allowance > 1e6)
     assert np.all(ref.categorical_sweep("float32", 10, "probs-probs").allowance == 0)
+    # the half dtypes round log(prob) in float32: float32's allowance in their ulps
+    rows = {"p_logits": [0.3, -1.25, 2.0], "q_probs": [0.25, 0.125, 0.625]}
+    float32 = ref.mixed_allowance_ulps("float32", **rows)
+    assert float32 > 0
+    assert ref.mixed_allowance_ulps("float16", **rows) == float32 * 2.0**-13
+    assert ref.mixed_allowance_ulps("bfloat16", **rows) == float32 * 2.0**-16
+
+
+def test_half_sweeps_are_meaningful():
+    """In the half dtypes the near-equal rows stay near-equal pairs after rounding, the
+    rows Q = 2P are twice P exactly, and float16's probabilities reach its subnormals."""
+    for dtype_name in ("float16", "bfloat16"):
+        info = ml_dtypes.finfo(dtype_name)
+        for parameterization in ref.PARAMETERIZATIONS:
+            s = ref.categorical_sweep(dtype_name, 100, parameterization)
+            for label, p, q, exact in zip(s.labels, s.p, s.q, s.exact, strict=True):
+                differ = label.startswith(("Q = P(1", "sigma=1 eps=0."))
+                if parameterization == "logits-logits":  # (probs of sigma 20 round alike)
+                    differ |= "eps=0." in label or label.startswith(("shift", "-inf in both"))
+                if differ:
+                    assert np.any(p != q), (dtype_name, parameterization, label)
+                if parameterization == "logits-logits" and label.startswith("sigma=1 eps=0."):
+                    assert 0 < exact < 1, (dtype_name, label)
+                if label == "Q = 2P":
+                    assert np.array_equal(q.astype(np.float64), 2 * p.astype(np.float64))
+                    assert exact == 0
+            if parameterization == "probs-probs" and dtype_name == "float16":
+                assert np.any((s.p > 0) & (s.p < info.smallest_normal))
+        assert ref.sample_kl_sweep(dtype_name).log_p.dtype == np.dtype(dtype_name)

@@ -41,10 +41,12 @@ __all__ = [
     "PARAMETERIZATIONS",
     "KLSweep",
     "SampleSweep",
+    "SweepScales",
     "bernoulli_sweep",
     "categorical_sweep",
     "compute_categorical_references",
     "fisher_information",
+    "keeps_subnormals",
     "kl_bernoulli",
     "kl_categorical",
     "kl_categorical_gradient",
@@ -53,7 +55,9 @@ __all__ = [
     "sample_k2",
     "sample_k3",
     "sample_kl_sweep",
+    "sweep_scales",
     "ulp_errors",
+    "working_dtype_name",
 ]
 
 PARAMETERIZATIONS = ("logits-logits", "probs-probs", "logits-probs", "probs-logits")
@@ -69,6 +73,21 @@ _NAN = mpmath.nan
 def _exact(x):
     """An mpf equal to ``x``: floats are converted without rounding, mpf kept as they are."""
     return x if isinstance(x, mpmath.mpf) else mpmath.mpf(float(x))
+
+
+def working_dtype_name(dtype_name):
+    """The dtype kullback computes in for inputs of ``dtype_name``: float32 for the half
+    dtypes (float16, bfloat16), whose results are the float32 result rounded once."""
+    return "float32" if ml_dtypes.finfo(np.dtype(dtype_name)).bits < 32 else dtype_name
+
+
+def keeps_subnormals(dtype_name):
+    """True where the dtype's subnormals are normal numbers of its working dtype (float16 in
+    float32): its subnormal inputs and results then meet no flushing on any backend (JAX
+    and CuPy flush only subnormals of the dtype they compute in)."""
+    info = ml_dtypes.finfo(np.dtype(dtype_name))
+    work = ml_dtypes.finfo(np.dtype(working_dtype_name(dtype_name)))
+    return info.minexp > work.minexp
 
 
 # --------------------------------------------------------------------------------------
@@ -254,6 +273,10 @@ def mixed_allowance_ulps(dtype_name, p_logits=None, p_probs=None, q_logits=None,
     probabilities (the sweeps apply it to mixed rows only, where ``log(P_i/Q_i)`` cannot be
     formed as one quotient), and 0 where the KL is 0, infinite or NaN.  ``ulp(KL)`` is the
     unit of :func:`ulp_errors`.
+
+    float16 and bfloat16 are computed in float32 (:func:`working_dtype_name`): their
+    ``log P_i`` is rounded in float32, so ``eps`` is float32's while ``ulp(KL)`` is the
+    half dtype's (the float32 allowance times ``eps(float32)/eps(half)``).
     """
     p = _side("p", p_logits, p_probs)
     q = _side("q", q_logits, q_probs)
@@ -273,6 +296,8 @@ def _allowance(dtype_name, p_side, q_side, row):
     if not mpmath.isfinite(kl) or kl == 0:
         return 0.0
     info = ml_dtypes.finfo(np.dtype(dtype_name))
+    # the log is rounded in the working dtype (float32 for the half dtypes)
+    work = ml_dtypes.finfo(np.dtype(working_dtype_name(dtype_name)))
     exponent = max(int(mpmath.floor(mpmath.log(kl, 2))), int(info.minexp)) - info.nmant
     total = 0.0
     if p_side[0] == "probs":
@@ -284,8 +309,9 @@ def _allowance(dtype_name, p_side, q_side, row):
             if value > 0:  # |q_i - p_i| = |p_i expm1(r_i)|, or q_i where p_i = 0
                 g = float(qi) if ri is None else float(pi) * abs(math.expm1(float(ri)))
                 total += g * _abs_log(value)
-    # eps/2 = 2**-(nmant + 1) and ulp(KL) = 2**exponent, as in ulp_errors
-    return math.ldexp(total, -(info.nmant + 1) - exponent)
+    # eps/2 = 2**-(nmant + 1) of the working dtype and ulp(KL) = 2**exponent in the dtype,
+    # as in ulp_errors
+    return math.ldexp(total, -(work.nmant + 1) - exponent)
 
 
 def kl_categorical_gradient(a, b):
@@ -437,98 +463,159 @@ def _softmax(a):
     return e / e.sum()
 
 
+def _floor(dtype):
+    """The smallest positive probability a sweep of the dtype holds: the smallest normal
+    (JAX and CuPy flush subnormals of the dtype they compute in), or for float16, whose
+    subnormals are normal in float32 (:func:`keeps_subnormals`), the smallest subnormal."""
+    info = ml_dtypes.finfo(dtype)
+    return info.smallest_subnormal if keeps_subnormals(np.dtype(dtype).name) else info.tiny
+
+
 def _cast_probs(p64, q64, dtype, both):
-    """Probabilities in the dtype, without subnormals (which JAX and CuPy flush): where a
-    probability that is positive in float64 is below the smallest normal after rounding,
-    it becomes 0 if the other side's is too (``both``), else the smallest normal.  Zeros
-    of float64 (from -inf logits) stay."""
-    tiny = ml_dtypes.finfo(dtype).tiny
+    """Probabilities in the dtype, none below :func:`_floor` but 0: where a probability that
+    is positive in float64 is below the floor after rounding, it becomes 0 if the other
+    side's is too (``both``), else the floor.  Zeros of float64 (from -inf logits) stay."""
+    floor = _floor(dtype)
     p, q = p64.astype(dtype), q64.astype(dtype)
-    small_p, small_q = (p64 > 0) & (p < tiny), (q64 > 0) & (q < tiny)
+    small_p, small_q = (p64 > 0) & (p < floor), (q64 > 0) & (q < floor)
     if both:
-        zero = (p < tiny) & (q < tiny) & ((p64 > 0) | (q64 > 0))
+        zero = (p < floor) & (q < floor) & ((p64 > 0) | (q64 > 0))
         p[zero], q[zero] = 0, 0
         small_p &= ~zero
         small_q &= ~zero
-    p[small_p] = tiny
-    q[small_q] = tiny
+    p[small_p] = floor
+    q[small_q] = floor
     return p, q
 
 
-def _logit_rows(rng, K):
-    """``(label, a, b)`` rows of float64 logits (before rounding to the dtype)."""
+@dataclass(frozen=True)
+class SweepScales:
+    """The sizes of a sweep's differences and offsets in one dtype.
+
+    float32 and float64 keep the sizes the sweeps were written with.  In the half dtypes
+    (eps 2**-10 and 2**-7) differences of 1e-8 or 1e-6 round away and leave equal pairs,
+    so there the near-equal differences are multiples of eps (from eps/4 to 64 eps), the
+    perturbations of logits near -85 and -100 about an ulp there, and the large common
+    shift ``2**(digits - 5)`` with differences of 1/16 on top (about an ulp of the
+    shifted logits: still a near-equal pair after rounding).  float16's "one logit far
+    above the others" is 10 above (not 80): its KL then lies from float16's subnormals up
+    to its normal range (80 gives 1e-36, which rounds to 0).
+    """
+
+    near: tuple  # near-equal differences (then 1 and 10)
+    shift: float  # the large common shift ...
+    shift_noise: float  # ... and the differences on top of it
+    noise: float  # differences in the rows with -inf logits
+    top: float  # the logit far above the others
+    low_noise: float  # differences of the logits near -85 and below -100
+    grid: float  # the spacing of the "exact shift +2" logits
+    grid_bound: float  # ... and their largest magnitude (a + 2 must be exact)
+    probs_noise: tuple  # Q = P (1 + eps z)
+    delta: float  # P = (1 + delta, 1, ...)
+    bernoulli_diffs: tuple  # Bernoulli near-equal logit differences (then 1 and 10)
+    smallest_diff: float  # the smallest random difference of logits (Bernoulli, k3)
+    lowest: int  # log10 of the smallest Bernoulli probability drawn
+    digits: int  # log10 of the smallest relative difference of Bernoulli probabilities
+    sample_grid: tuple  # |log_q - log_p| of the sample estimators (then 0.5 ... 80)
+
+
+def sweep_scales(dtype_name):
+    """The :class:`SweepScales` of the sweeps in ``dtype_name``."""
+    info = ml_dtypes.finfo(np.dtype(dtype_name))
+    if info.bits >= 32:
+        float64 = info.bits == 64
+        return SweepScales(
+            near=(1e-8, 1e-6, 1e-4, 1e-2), shift=100.0, shift_noise=1e-6, noise=1e-3,
+            top=80.0, low_noise=1e-3, grid=2.0**-10, grid_bound=math.inf,
+            probs_noise=(1e-7, 1e-3), delta=1e-9 if float64 else 1e-6,
+            bernoulli_diffs=(1e-8, 1e-6, 1e-4, 1e-2), smallest_diff=1e-8,
+            lowest=-300 if float64 else -30, digits=16 if float64 else 7,
+            sample_grid=(1e-12, 1e-8, 1e-4, 1e-2),
+        )  # fmt: skip
+    eps = float(info.eps)
+    float32_range = not keeps_subnormals(dtype_name)  # bfloat16: float32's exponents
+    return SweepScales(
+        near=(eps / 4, eps, 8 * eps, 64 * eps), shift=2.0 ** (info.nmant - 4),
+        shift_noise=1 / 16, noise=4 * eps, top=80.0 if float32_range else 10.0,
+        low_noise=64 * eps, grid=2.0 ** (5 - info.nmant), grid_bound=61.0,
+        probs_noise=(eps, 16 * eps), delta=16 * eps,
+        bernoulli_diffs=(eps / 4, eps, 8 * eps, 64 * eps), smallest_diff=eps / 4,
+        lowest=-30 if float32_range else -7, digits=round(-math.log10(eps)),
+        sample_grid=(eps / 64, eps / 4, eps, 16 * eps),
+    )  # fmt: skip
+
+
+def _logit_rows(rng, K, scales):
+    """``(label, a, b, large_k)`` rows of float64 logits (before rounding to the dtype);
+    ``large_k`` marks the rows kept for K > 1000."""
     rows = []
     for sigma in (1, 5, 20):
         a = rng.normal(0, sigma, K)
-        for eps in (0, 1e-8, 1e-6, 1e-4, 1e-2, 1, 10):
-            rows.append((f"sigma={sigma} eps={eps:g}", a, a + eps * rng.normal(size=K)))
-        rows.append((f"sigma={sigma} independent", a, rng.normal(0, sigma, K)))
+        for i, eps in enumerate((0, *scales.near, 1, 10)):
+            large_k = (sigma, i) in ((5, 0), (1, 2), (20, 4))
+            rows.append((f"sigma={sigma} eps={eps:g}", a, a + eps * rng.normal(size=K), large_k))
+        rows.append((f"sigma={sigma} independent", a, rng.normal(0, sigma, K), False))
     for sigma in (1, 20):
         a = rng.normal(0, sigma, K)
-        rows.append((f"shift 100 sigma={sigma}", a, a + 100 + 1e-6 * rng.normal(size=K)))
-    a = np.round(rng.normal(0, 5, K) * 1024) / 1024  # a + 2 exact in float32 and float64
-    rows.append(("exact shift +2", a, a + 2.0))
+        b = a + scales.shift + scales.shift_noise * rng.normal(size=K)
+        rows.append((f"shift {scales.shift:g} sigma={sigma}", a, b, sigma == 1))
+    # a + 2 exact in the dtype
+    a = np.clip(np.round(rng.normal(0, 5, K) / scales.grid) * scales.grid, -scales.grid_bound,
+                scales.grid_bound)  # fmt: skip
+    rows.append(("exact shift +2", a, a + 2.0, False))
     n_inf = max(1, K // 3)
     for where in ("both", "p", "q"):
         a = rng.normal(0, 3, K)
-        b = a + 1e-3 * rng.normal(size=K)
+        b = a + scales.noise * rng.normal(size=K)
         mask = rng.choice(K, n_inf, replace=False)
         if where != "q":
             a[mask] = -np.inf
         if where != "p":
             b[mask] = -np.inf
-        rows.append((f"-inf in {where}", a, b))
+        rows.append((f"-inf in {where}", a, b, where == "p"))
     a = rng.normal(0, 1, K)
-    a[rng.integers(K)] += 80
-    # eps = 0.03: a KL of 1e-38 to 1e-35, above float32's smallest normal
-    rows.append(("one logit +80, eps=0.03", a, a + 3e-2 * rng.normal(size=K)))
+    a[rng.integers(K)] += scales.top
+    # eps = 0.03: a KL of 1e-38 to 1e-35 (top 80), above float32's smallest normal
+    rows.append((f"one logit +{scales.top:g}, eps=0.03", a, a + 3e-2 * rng.normal(size=K), True))
     b = rng.normal(0, 1, K)
-    b[rng.integers(K)] += 80
-    rows.append(("one logit +80, independent", a, b))
+    b[rng.integers(K)] += scales.top
+    rows.append((f"one logit +{scales.top:g}, independent", a, b, False))
     a = rng.normal(-85, 3, K)
-    rows.append(("near -85, eps=1e-3", a, a + 1e-3 * rng.normal(size=K)))
+    label = f"near -85, eps={scales.low_noise:g}"
+    rows.append((label, a, a + scales.low_noise * rng.normal(size=K), False))
     a = -100 - np.abs(rng.normal(0, 5, K))
     a[rng.integers(K)] = 0.0
-    rows.append(("one at 0, others below -100, eps=1e-3", a, a + 1e-3 * rng.normal(size=K)))
+    label = f"one at 0, others below -100, eps={scales.low_noise:g}"
+    rows.append((label, a, a + scales.low_noise * rng.normal(size=K), False))
     return rows
-
-
-_LARGE_K_LABELS = (
-    "sigma=5 eps=0",
-    "sigma=1 eps=1e-06",
-    "sigma=20 eps=0.01",
-    "shift 100 sigma=1",
-    "-inf in p",
-    "one logit +80, eps=0.03",
-)
 
 
 def _categorical_inputs(dtype_name, K, parameterization, seed=0):
     """``(p, q, labels)``: the rows of :func:`categorical_sweep`, in the dtype."""
     p_by, q_by = _sides(parameterization)
     dtype = np.dtype(dtype_name).type
+    scales = sweep_scales(dtype_name)
     rng = np.random.default_rng(
         [seed, K, PARAMETERIZATIONS.index(parameterization), np.dtype(dtype_name).itemsize]
     )
-    rows = _logit_rows(rng, K)
+    rows = _logit_rows(rng, K, scales)
     extra = []  # rows defined by probabilities
     if "probs" in (p_by, q_by):
         a = rng.normal(0, 5, K)
         P = _softmax(a)
-        for eps in (1e-7, 1e-3):
+        for eps in scales.probs_noise:
             extra.append((f"Q = P(1 + {eps:g} z)", P, P * (1 + eps * rng.normal(size=K))))
         if p_by == q_by:
-            extra.append(("Q = 2P", P, 2 * P))
-        delta = 1e-9 if dtype is np.float64 else 1e-6
+            extra.append(("Q = 2P", P, None))  # twice P as rounded, exactly
         P = np.ones(K)
-        P[0] += delta
-        extra.append((f"P = (1 + {delta:g}, 1, ...), Q = 1", P, np.ones(K)))
+        P[0] += scales.delta
+        extra.append((f"P = (1 + {scales.delta:g}, 1, ...), Q = 1", P, np.ones(K)))
     if K > 1000:
-        rows = [row for row in rows if row[0] in _LARGE_K_LABELS]
+        rows = [row for row in rows if row[3]]
         extra = extra[:1]
     p_rows, q_rows, labels = [], [], []
     with np.errstate(all="ignore"):
-        for label, a, b in rows:
+        for label, a, b, _ in rows:
             if p_by == "logits" and q_by == "logits":
                 p, q = a.astype(dtype), b.astype(dtype)
             elif p_by == "probs" and q_by == "probs":
@@ -543,7 +630,10 @@ def _categorical_inputs(dtype_name, K, parameterization, seed=0):
             q_rows.append(q)
             labels.append(label)
         for label, P, Q in extra:
-            if p_by == "probs" and q_by == "probs":
+            if Q is None:
+                p = _cast_probs(P, P, dtype, both=True)[0]
+                q = p * dtype(2)
+            elif p_by == "probs" and q_by == "probs":
                 p, q = _cast_probs(P, Q, dtype, both=True)
             elif p_by == "logits":
                 p = np.log(P).astype(dtype)
@@ -559,7 +649,11 @@ def _categorical_inputs(dtype_name, K, parameterization, seed=0):
 
 def _without_subnormal_kls(sweep):
     """The sweep less its rows whose exact KL rounds to a subnormal of the dtype (JAX and
-    CuPy flush those to 0; a KL below half the smallest subnormal rounds to 0 and stays)."""
+    CuPy flush those to 0; a KL below half the smallest subnormal rounds to 0 and stays).
+    float16 keeps them: they are the rounding of normal float32 results."""
+    name = sweep.p.dtype.name
+    if keeps_subnormals(name):
+        return sweep
     info = ml_dtypes.finfo(sweep.p.dtype)
     low = mpmath.mpf(2) ** (info.minexp - info.nmant - 1)
     keep = [not (low <= x < info.tiny) for x in sweep.exact]
@@ -644,6 +738,15 @@ def categorical_sweep(dtype_name: str, K: int, parameterization: str) -> KLSweep
     ``log P`` (or ``log Q``) rounded.  For K > 1000 six logit rows and one probability row
     are kept.  Rows whose exact KL is a subnormal of the dtype are dropped (JAX and CuPy
     flush subnormals; a KL that rounds to 0 is kept).
+
+    The half dtypes (:class:`SweepScales`) take near-equal differences ``eps/4, eps, 8 eps,
+    64 eps`` (then 1 and 10), the common shift ``2**(digits - 5)`` (64 in float16, 8 in
+    bfloat16) with differences ``z/16``, differences ``4 eps z`` in the rows with -inf
+    logits and about an ulp near -85 and -100, ``Q = P(1 + eps z)`` with eps and
+    ``16 eps``, delta ``16 eps``, and an "exact shift +2" on a grid where it is exact.
+    float16 keeps probabilities down to its smallest subnormal and KLs that round to
+    subnormals (:func:`keeps_subnormals`), and its logit far above the others is 10 above.
+    The rows ``Q = 2P`` are twice the rounded P, exactly, in every dtype.
     """
     p_by, q_by = _sides(parameterization)
     p, q, labels = _categorical_inputs(dtype_name, K, parameterization)
@@ -657,26 +760,25 @@ def categorical_sweep(dtype_name: str, K: int, parameterization: str) -> KLSweep
     return _without_subnormal_kls(KLSweep(p, q, p_by, q_by, tuple(exact), allowance, labels))
 
 
-def _bernoulli_logit_pairs(rng):
+def _bernoulli_logit_pairs(rng, scales):
     rows = []
     bases = [0.0, 0.5, -0.5, 3.0, -3.0, 15.0, -15.0, 40.0, -40.0, 80.0, -80.0]
-    diffs = [1e-8, 1e-6, 1e-4, 1e-2, 1.0, 10.0]
+    diffs = [*scales.bernoulli_diffs, 1.0, 10.0]
     for base in bases:
         for diff in diffs:
             for sign in (1, -1):
                 rows.append(("near-equal logits", base, base + sign * diff))
         rows.append(("equal logits", base, base))
     x = rng.uniform(-80, 80, 60)
-    d = rng.choice([-1.0, 1.0], 60) * 10.0 ** rng.uniform(-8, 1, 60)
+    d = rng.choice([-1.0, 1.0], 60) * 10.0 ** rng.uniform(math.log10(scales.smallest_diff), 1, 60)
     rows += [("near-equal logits", a, a + b) for a, b in zip(x, d, strict=True)]
     x, y = rng.uniform(-80, 80, 40), rng.uniform(-80, 80, 40)
     rows += [("far logits", a, b) for a, b in zip(x, y, strict=True)]
     return rows
 
 
-def _bernoulli_prob_pairs(rng, dtype):
-    lowest = -30 if dtype is np.float32 else -300
-    digits = 7 if dtype is np.float32 else 16
+def _bernoulli_prob_pairs(rng, scales):
+    lowest, digits = scales.lowest, scales.digits
     rows = []
     p = np.concatenate([
         rng.uniform(0, 1, 30),
@@ -709,14 +811,21 @@ def bernoulli_sweep(dtype_name: str, parameterization: str, seed: int = 0) -> KL
     40 far pairs.  Probabilities: uniform, ``10**U(-30, -1)`` (float32) or
     ``10**U(-300, -1)`` (float64), and near 1 (``1 - 10**U(-7 or -16, -1)``), each
     against a near-equal and an equal one; far pairs; zeros and ones (KL 0 or +inf).
+    In the half dtypes the differences of logits are ``eps/4 ... 64 eps`` (then 1 and
+    10) and the random ones from ``eps/4``, the relative differences of probabilities
+    from ``10**-3`` (float16) or ``10**-2`` (bfloat16), and the smallest probabilities
+    ``10**-7`` (float16: subnormals, which float32 holds as normal numbers) or ``10**-30``
+    (bfloat16).
     Mixed rows take the logit or probability pairs with one side converted (rounded
     sigmoid or logit), so they include one distribution given both ways, plus a
     probability of 0 or 1 against the logits -3, 0, 3.  Rows whose inputs round out of
-    range (a probability above 1, a subnormal, a converted probability of 0 or 1) are
-    dropped, and so are rows whose exact KL is a subnormal of the dtype.
+    range (a probability above 1, a subnormal (but in float16), a converted probability of 0
+    or 1) are dropped, and so are rows whose exact KL is a subnormal of the dtype (but in
+    float16).
     """
     p_by, q_by = _sides(parameterization)
     dtype = np.dtype(dtype_name).type
+    scales = sweep_scales(dtype_name)
     rng = np.random.default_rng(
         [seed, PARAMETERIZATIONS.index(parameterization), np.dtype(dtype_name).itemsize, 2]
     )
@@ -731,17 +840,17 @@ def bernoulli_sweep(dtype_name: str, parameterization: str, seed: int = 0) -> KL
 
     pairs = []
     if "logits" in (p_by, q_by):
-        for label, a, b in _bernoulli_logit_pairs(rng):
+        for label, a, b in _bernoulli_logit_pairs(rng, scales):
             pairs.append((label, (a, "logits"), (b, "logits")))
     if "probs" in (p_by, q_by):
-        for label, a, b in _bernoulli_prob_pairs(rng, dtype):
+        for label, a, b in _bernoulli_prob_pairs(rng, scales):
             pairs.append((label, (a, "probs"), (b, "probs")))
     if p_by != q_by:
         for prob in (0.0, 1.0):
             for value in (-3.0, 0.0, 3.0):
                 sides = {"probs": (prob, "probs"), "logits": (value, "logits")}
                 pairs.append(("zeros and ones", sides[p_by], sides[q_by]))
-    info = ml_dtypes.finfo(dtype)
+    floor = _floor(dtype)
     p_values, q_values, labels = [], [], []
     for label, *sides in pairs:
         converted = []
@@ -751,7 +860,7 @@ def bernoulli_sweep(dtype_name: str, parameterization: str, seed: int = 0) -> KL
                 if x is None or float(dtype(x)) in (0.0, 1.0):
                     break  # a converted logit whose probability rounds to 0 or 1
             x = float(dtype(x))
-            if want == "probs" and not (x == 0 or info.tiny <= x <= 1):
+            if want == "probs" and not (x == 0 or floor <= x <= 1):
                 break
             converted.append(x)
         if len(converted) == 2:
@@ -802,15 +911,19 @@ def sample_kl_sweep(dtype_name: str, seed: int = 0) -> SampleSweep:
     1e-4, 1e-2, 0.5, 1, 10, 80) and ``10**U(-12, log10 80)``; ``log_q`` is ``log_p + x``
     rounded to the dtype (the references use the rounded value, so small differences
     vanish where ``|log_p|`` is large, becoming equal pairs); plus equal pairs and
-    ``log_q = -inf`` (all three +inf).
+    ``log_q = -inf`` (all three +inf).  In the half dtypes the grid starts at
+    ``eps/64, eps/4, eps, 16 eps`` and the random ``|x|`` at ``eps/64`` (``x = 80``
+    overflows float16: k3 is +inf there).
     """
     dtype = np.dtype(dtype_name).type
+    scales = sweep_scales(dtype_name)
     rng = np.random.default_rng([seed, np.dtype(dtype_name).itemsize, 3])
     bases = [0.0, -5.0, -100.0, -1e4, *rng.uniform(-50, 0, 6).tolist()]
-    grid = [1e-12, 1e-8, 1e-4, 1e-2, 0.5, 1.0, 10.0, 80.0]
+    grid = [*scales.sample_grid, 0.5, 1.0, 10.0, 80.0]
+    smallest = math.log10(scales.sample_grid[0])
     log_p, log_q, labels = [], [], []
     for base in bases:
-        diffs = grid + (10.0 ** rng.uniform(-12, math.log10(80), 20)).tolist()
+        diffs = grid + (10.0 ** rng.uniform(smallest, math.log10(80), 20)).tolist()
         for d in diffs:
             for sign in (1.0, -1.0):
                 log_p.append(base)
