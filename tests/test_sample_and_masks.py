@@ -45,12 +45,17 @@ def test_sample_kl_accuracy(backend, xp, dtype, estimator):
 
 
 def test_sample_kl_special_values(backend, dtype):
-    log_p = backend.asarray([0.0, 0.0, -np.inf, 1.0], dtype)
-    log_q = backend.asarray([-np.inf, np.inf, -np.inf, np.nan], dtype)
+    """An infinite difference gives +inf (whichever side is infinite), as does a finite one
+    whose estimate overflows (``-d - 1`` for ``d = -1.8 max``, ``e**d`` for ``d = 1.8 max``);
+    ``-d - 1`` at half the largest float stays finite; NaN and ``inf - inf`` give NaN."""
+    big = 0.9 * float(finfo(dtype).max)
+    half = 0.5 * float(finfo(dtype).max)
+    log_p = backend.asarray([0.0, 0.0, np.inf, -np.inf, big, -big, 0.0, -np.inf, 1.0], dtype)
+    log_q = backend.asarray([-np.inf, np.inf, 0.0, 0.0, -big, big, -half, -np.inf, np.nan], dtype)
     got = backend.to_numpy(kb.sample_kl(log_p, log_q))
-    assert got[0] == np.inf
-    assert got[1] == np.inf
-    assert np.all(np.isnan(got[2:]))
+    assert np.all(got[:6] == np.inf), got
+    assert got[6] == np.asarray(half, dtype=got.dtype), got  # half - 1 rounds to half
+    assert np.all(np.isnan(got[7:])), got
     with pytest.raises(ValueError, match="estimator"):
         kb.sample_kl(log_p, log_q, estimator="k4")
 
