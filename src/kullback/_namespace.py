@@ -22,6 +22,7 @@ __all__ = [
     "compiles_with_xla",
     "converts_bool_slowly",
     "device_of",
+    "eager_slices",
     "errstate",
     "finalize",
     "flushes_subnormals",
@@ -269,6 +270,24 @@ def eager_slice_size(xp: Any, device: Any) -> int | None:
         if not torch.compiler.is_compiling() and getattr(device, "type", None) == "cpu":
             return 2**17
     return None
+
+
+def eager_slices(
+    xp: Any, device: Any, shape: tuple[Any, ...], event_size: int = 1
+) -> list[tuple[int, int]] | None:
+    """Bounds ``(start, stop)`` along axis 0 of the batch ``shape`` for evaluating it in
+    slices of about :func:`eager_slice_size` elements, or None (evaluate it whole).
+
+    Each batch element holds ``event_size`` numbers (the categories of a Categorical).
+    """
+    slice_size = eager_slice_size(xp, device)
+    if slice_size is None or not shape or any(not isinstance(n, int) for n in shape):
+        return None
+    size = math.prod(shape) * event_size
+    if size < 2 * slice_size or shape[0] < 2:
+        return None
+    rows = max(1, slice_size // max(1, size // shape[0]))
+    return [(start, min(start + rows, shape[0])) for start in range(0, shape[0], rows)]
 
 
 def clip(x: Any, low: Any, high: Any, xp: Any) -> Any:

@@ -126,22 +126,6 @@ def shared_across_slices(array: Any, name: str, compute: Callable[[], Any]) -> A
     return shared[key][1]
 
 
-def _slices(
-    shape: tuple[Any, ...], slice_size: int, event_size: int = 1
-) -> list[tuple[int, int]] | None:
-    """Bounds along axis 0 of the batch ``shape`` for evaluating it in slices, or None.
-
-    Each batch element holds ``event_size`` numbers (the categories of a Categorical).
-    """
-    if not shape or any(not isinstance(n, int) for n in shape):
-        return None
-    size = math.prod(shape) * event_size
-    if size < 2 * slice_size or shape[0] < 2:
-        return None
-    rows = max(1, slice_size // max(1, size // shape[0]))
-    return [(start, min(start + rows, shape[0])) for start in range(0, shape[0], rows)]
-
-
 def _converted(distribution: Distribution, parameters: dict[str, Any]) -> Distribution:
     """``distribution`` with new parameter arrays, remembering which were Python numbers."""
     new = type(distribution)._from_parameters(parameters)
@@ -181,10 +165,9 @@ def _evaluate(
     batch_shape: tuple[Any, ...],
 ) -> Any:
     xp = resolved.xp
-    bounds = None
-    slice_size = _namespace.eager_slice_size(xp, resolved.device)
-    if slice_size is not None:
-        bounds = _slices(batch_shape, slice_size, math.prod(resolved.shape[len(batch_shape) :]))
+    bounds = _namespace.eager_slices(
+        xp, resolved.device, batch_shape, math.prod(resolved.shape[len(batch_shape) :])
+    )
     if bounds is None:
         return fn(p, q, xp=xp)
     ndim = len(resolved.shape)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _namespace, _reduction, _registry
+from . import _namespace, _reduction
 from ._double_word import _two_sum
 from .special import half_expm1mx
 
@@ -114,8 +114,7 @@ def _sliced_k3(log_p: Any, log_q: Any, resolved: _namespace.Resolved, xp: Any) -
     """:func:`_k3`, on eager CPU backends in cache-sized slices along the leading axis (as
     :func:`kullback.kl_divergence` does: each of its operations is a pass over memory), on
     JAX as one compiled kernel."""
-    slice_size = _namespace.eager_slice_size(xp, resolved.device)
-    bounds = None if slice_size is None else _registry._slices(resolved.shape, slice_size)
+    bounds = _namespace.eager_slices(xp, resolved.device, resolved.shape)
     if bounds is None:
         return _namespace.compiled(_k3, xp)(log_p, log_q)
     log_p, log_q = xp.broadcast_arrays(log_p, log_q)
