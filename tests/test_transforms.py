@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import mpmath
 import numpy as np
 import pytest
 
 import kullback as kb
+from tests.conftest import ulp_bound
+from tests.reference.normal import kl_normal, ulp_errors
 from tests.test_normal import refuse_the_array_path
-from tests.test_special import assert_expm1mx_within_4_ulp, sweep
+from tests.test_special import BOUND, accuracy_inputs, assert_expm1mx_within
+
+# the dtypes of the compiled expm1mx checks: a half dtype at every one of its inputs
+EXPM1MX_DTYPES = ["float32", "float64", "float16", "bfloat16"]
+HALF_DTYPES = ["float16", "bfloat16"]
 
 
 def reference(loc_p, log_p, loc_q, log_q):
@@ -76,12 +83,16 @@ def test_vmap_and_grad_under_jit(jax_backend):
     np.testing.assert_array_equal(np.asarray(grad_at_equal), 0.0)
 
 
-@pytest.mark.parametrize("name", ["float32", "float64"])
+@pytest.mark.parametrize("name", EXPM1MX_DTYPES)
 def test_expm1mx_under_jit_is_accurate(jax_backend, name):
-    """Compiled code may fuse differently from eager code: it must meet the same bound."""
+    """Compiled code may fuse differently from eager code: it must meet the same bound (the
+    documented 2.5 ulp; 1 ulp of a half dtype, whose float32 computation and casts are
+    compiled too)."""
     jax = jax_backend
-    x = sweep(name)
-    assert_expm1mx_within_4_ulp(np.asarray(jax.jit(kb.special.expm1mx)(jax.numpy.asarray(x))), x)
+    x, exact = accuracy_inputs(name)
+    got = np.asarray(jax.jit(kb.special.expm1mx)(jax.numpy.asarray(x)))
+    assert got.dtype == x.dtype
+    assert_expm1mx_within(got, x, ulp_bound(name, BOUND), exact=exact, flushes=True)
 
 
 def test_torch_compile_fullgraph(torch_backend):
@@ -128,13 +139,16 @@ def test_vae_prior_under_torch_compile_inductor(torch_backend, monkeypatch):
     torch.testing.assert_close(compiled, f(loc, log_scale), rtol=4e-7, atol=0)
 
 
-@pytest.mark.parametrize("name", ["float32", "float64"])
-def test_torch_compile_inductor_is_accurate(torch_backend, name):
-    """Inductor-compiled code (which lowers expm1 to exp(x) - 1) meets the eager bound."""
+@pytest.mark.parametrize("name", EXPM1MX_DTYPES)
+def test_torch_compile_inductor_is_accurate(backend, torch_backend, name):
+    """Inductor-compiled code (which lowers expm1 to exp(x) - 1) meets the eager bound (the
+    documented 2.5 ulp; 1 ulp of a half dtype)."""
     torch = torch_backend
-    x = sweep(name)
+    x, exact = accuracy_inputs(name)
     compiled = torch.compile(kb.special.expm1mx, fullgraph=True)
-    assert_expm1mx_within_4_ulp(compiled(torch.from_numpy(x)).numpy(), x)
+    result = compiled(backend.asarray(x, name))
+    assert result.dtype == getattr(torch, name)
+    assert_expm1mx_within(backend.to_numpy(result), x, ulp_bound(name, BOUND), exact=exact)
 
 
 def test_torch_compile_inductor_normal_kl(torch_backend):
@@ -147,6 +161,77 @@ def test_torch_compile_inductor_normal_kl(torch_backend):
     compiled = torch.compile(f, fullgraph=True)
     args = (loc_p, log_p.exp(), loc_q, log_q.exp())
     torch.testing.assert_close(compiled(*args), f(*args), rtol=4 * 2.0**-52, atol=0)
+
+
+def half_data(name, q_by_log):
+    """:func:`data` rounded to a half dtype: loc_p, log_scale_p, loc_q, and q's log-scale or
+    its scale."""
+    loc_p, log_p, loc_q, log_q = data()
+    q_param = log_q if q_by_log else np.exp(log_q)
+    return [np.asarray(a, dtype=name) for a in (loc_p, log_p, loc_q, q_param)]
+
+
+def kl_by_log_scales(a, ls, b, lt):
+    return kb.kl_divergence(kb.Normal(a, log_scale=ls), kb.Normal(b, log_scale=lt))
+
+
+def mixed_kl(a, ls, b, t):
+    """p by its log-scale, q by its scale: through the multi-word log-ratio."""
+    return kb.kl_divergence(kb.Normal(a, log_scale=ls), kb.Normal(b, t))
+
+
+def assert_half_kl_within_1_ulp(kl, grads, arrays, q_by_log):
+    """A half-precision KL of p by its log-scale and its gradients by ``loc_p`` and
+    ``log_scale_p`` (NumPy, the half dtype), ``(a - b)/t**2`` and ``expm1(2 (ls - lt))``:
+    within 1 ulp of mpmath's on the exact half inputs (the contract for half dtypes)."""
+    dtype = arrays[0].dtype
+    columns = zip(*(v.astype(np.float64).ravel().tolist() for v in arrays), strict=True)
+    exact_kl, exact_grads = [], ([], [])
+    with mpmath.workdps(50):
+        for a, ls, b, q_param in columns:
+            lt = mpmath.mpf(q_param) if q_by_log else mpmath.log(q_param)
+            exact_kl.append(kl_normal(a, b, log_scale_p=ls, log_scale_q=lt))
+            exact_grads[0].append((a - b) / mpmath.exp(2 * lt))
+            exact_grads[1].append(mpmath.expm1(2 * (ls - lt)))
+    for got, exact in ((kl, exact_kl), *zip(grads, exact_grads, strict=True)):
+        assert got.dtype == dtype
+        assert np.max(ulp_errors(got.ravel(), exact, dtype)) <= 1.0
+
+
+@pytest.mark.parametrize("name", HALF_DTYPES)
+def test_half_precision_kl_under_jit(jax_backend, name):
+    """Half inputs under jax.jit: the casts to float32 and back compile with the kernel, and
+    the KL and its gradients are the half dtype's, within 1 ulp (q by log-scale and by
+    scale)."""
+    jax = jax_backend
+    for kl, q_by_log in ((kl_by_log_scales, True), (mixed_kl, False)):
+        arrays = half_data(name, q_by_log)
+        args = [jax.numpy.asarray(v) for v in arrays]
+        value = jax.jit(kl)(*args)
+        grads = jax.jit(jax.grad(lambda *v, kl=kl: kl(*v).sum(), argnums=(0, 1)))(*args)
+        grads = [np.asarray(g) for g in grads]
+        assert_half_kl_within_1_ulp(np.asarray(value), grads, arrays, q_by_log)
+
+
+@pytest.mark.parametrize("name", HALF_DTYPES)
+def test_half_precision_kl_under_torch_compile(backend, torch_backend, name):
+    """Half inputs under torch.compile with fullgraph: the casts to float32 and back trace
+    with the kernel, and the KL and its gradients are the half dtype's, within 1 ulp.  Two
+    log-scales through inductor (forward and backward); q by its scale through AOTAutograd's
+    graphs run eagerly (inductor takes over a minute on the multi-word log-ratio)."""
+    torch = torch_backend
+    for kl, q_by_log, compiler in (
+        (kl_by_log_scales, True, "inductor"),
+        (mixed_kl, False, "aot_eager"),
+    ):
+        arrays = half_data(name, q_by_log)
+        args = [backend.asarray(v, name) for v in arrays]
+        for v in args[:2]:
+            v.requires_grad_(True)
+        value = torch.compile(kl, fullgraph=True, backend=compiler)(*args)
+        value.sum().backward()
+        grads = [backend.to_numpy(v.grad) for v in args[:2]]
+        assert_half_kl_within_1_ulp(backend.to_numpy(value), grads, arrays, q_by_log)
 
 
 # scale_p, scale_q: infinite, zero, negative, NaN and two zero scales; with equal locations
