@@ -73,16 +73,20 @@ def test_unregistered_pair_named():
         kb.kl_divergence(kb.Normal(0.0, 1.0), Laplace(0.0, 1.0))
 
 
-def test_validate_raises_on_invalid_values(backend, xp):
-    bad_scale = backend.asarray(np.array([1.0, -1.0]), xp.float64)
+def test_validate_raises_on_invalid_values(backend, dtype):
+    """In every dtype: half-precision parameters are checked as they are computed (in
+    float32)."""
+    bad_scale = backend.asarray(np.array([1.0, -1.0]), dtype)
     kb.Normal(0.0, bad_scale)  # no check by default: no device sync
     with pytest.raises(ValueError, match="scale must be finite and > 0"):
         kb.Normal(0.0, bad_scale, validate=True)
+    with pytest.raises(ValueError, match="scale must be finite and > 0"):
+        kb.Normal(0.0, backend.asarray(np.array([1.0, np.inf]), dtype), validate=True)
     with pytest.raises(ValueError, match="loc contains NaN"):
-        kb.Normal(backend.asarray(np.array([np.nan]), xp.float64), 1.0, validate=True)
+        kb.Normal(backend.asarray(np.array([np.nan]), dtype), 1.0, validate=True)
     with pytest.raises(ValueError, match="log_scale contains NaN"):
-        kb.Normal(0.0, log_scale=backend.asarray(np.array([np.nan]), xp.float64), validate=True)
-    kb.Normal(backend.asarray(np.zeros(2), xp.float64), log_scale=0.0, validate=True)
+        kb.Normal(0.0, log_scale=backend.asarray(np.array([np.nan]), dtype), validate=True)
+    kb.Normal(backend.asarray(np.zeros(2), dtype), log_scale=0.0, validate=True)
 
 
 def test_distributions_are_immutable():
