@@ -46,16 +46,36 @@ def test_sample_kl_accuracy(backend, xp, dtype, estimator):
 
 def test_sample_kl_special_values(backend, dtype):
     """An infinite difference gives +inf (whichever side is infinite), as does a finite one
-    whose estimate overflows (``-d - 1`` for ``d = -1.8 max``, ``e**d`` for ``d = 1.8 max``);
-    ``-d - 1`` at half the largest float stays finite; NaN and ``inf - inf`` give NaN."""
-    big = 0.9 * float(finfo(dtype).max)
-    half = 0.5 * float(finfo(dtype).max)
-    log_p = backend.asarray([0.0, 0.0, np.inf, -np.inf, big, -big, 0.0, -np.inf, 1.0], dtype)
-    log_q = backend.asarray([-np.inf, np.inf, 0.0, 0.0, -big, big, -half, -np.inf, np.nan], dtype)
-    got = backend.to_numpy(kb.sample_kl(log_p, log_q))
-    assert np.all(got[:6] == np.inf), got
-    assert got[6] == np.asarray(half, dtype=got.dtype), got  # half - 1 rounds to half
-    assert np.all(np.isnan(got[7:])), got
+    whose estimate overflows (``-d - 1`` for ``d = -1.8 max``, ``e**d`` for ``d = 1.8 max``,
+    and for ``d`` just large enough, where ``lo`` is -2 or less); log-densities beyond half
+    the largest float are exact like any others; NaN and ``inf - inf`` give NaN."""
+    top = float(finfo(dtype).max)
+    digits = finfo(dtype).nmant + 1
+    rows = [  # (log_p, log_q, exact estimate or None for +inf)
+        (0.0, -np.inf, None),
+        (0.0, np.inf, None),
+        (np.inf, 0.0, None),
+        (-np.inf, 0.0, None),
+        (0.9 * top, -0.9 * top, None),
+        (-0.9 * top, 0.9 * top, None),
+        (3.0, 2.0 ** (digits + 2) * (1 + 2.0 ** (1 - digits)), None),  # hi + lo, lo < -2
+        (0.7 * top, 0.8 * top, None),
+        (0.8 * top, 0.6 * top, "-d"),  # -d - 1 rounds to -d
+        (0.3 * top, -0.3 * top, "-d"),
+        (0.0, -top, "-d"),
+    ]
+    p = np.array([r[0] for r in rows], dtype=dtype_name(dtype))
+    q = np.array([r[1] for r in rows], dtype=dtype_name(dtype))
+    got = backend.to_numpy(kb.sample_kl(backend.asarray(p, dtype), backend.asarray(q, dtype)))
+    for (_, _, exact), x, y, value in zip(rows, p, q, got, strict=True):
+        if exact is None:
+            assert value == np.inf, (x, y, value)
+        else:  # |d| is far beyond 2**digits: -d - 1 rounds to -d, which is a float
+            d = float(y) - float(x)
+            assert float(value) == -d, (x, y, value)
+    log_p = backend.asarray([-np.inf, 1.0, np.nan], dtype)
+    log_q = backend.asarray([-np.inf, np.nan, 0.0], dtype)
+    assert np.all(np.isnan(backend.to_numpy(kb.sample_kl(log_p, log_q))))
     with pytest.raises(ValueError, match="estimator"):
         kb.sample_kl(log_p, log_q, estimator="k4")
 

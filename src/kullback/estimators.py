@@ -125,23 +125,28 @@ def _sliced_k3(log_p: Any, log_q: Any, resolved: _namespace.Resolved, xp: Any) -
 def _k3(log_p: Any, log_q: Any, xp: Any) -> Any:
     """``e**d - 1 - d``, ``d = log_q - log_p``, from the exact double word of ``d``.
 
-    The inputs are first bounded by half the largest float (beyond, the estimate is that
-    of the bound), so that ``hi`` and ``lo`` are finite.  The unbounded difference then
-    settles what the bounds cannot: it differs from ``hi`` by at most the largest float
-    where it is finite, and is infinite (``-d - 1`` overflows, as does ``e**d``) or NaN
-    (two infinities of the same sign, or a NaN) elsewhere, so that
-    ``max(|d - hi|, largest) - largest`` is 0, ``+inf`` or NaN: three operations where
-    tests of ``isinf`` and ``isnan`` took eight, and no gradient where it is 0.
+    ``d/2 = hi/2 + lo/2`` is exact (TwoSum of the halved inputs, which cannot overflow;
+    infinite inputs are first bounded by the largest float), so every finite pair of inputs
+    is exact; ``hi`` is infinite where ``d`` is beyond the float range, and so is the
+    estimate.  The correction ``lo (expm1mx(hi) + hi)`` uses ``lo`` bounded by 1 (it is
+    at most ``2**-18`` wherever the estimate is finite) and ``expm1mx(hi)`` and ``hi``
+    bounded by half the largest float, so that it is finite everywhere.  The unbounded
+    difference settles infinite inputs: it is within the largest float of ``hi`` (bounded)
+    where it is finite, and infinite (the estimate is ``+inf``) or NaN (infinities of the
+    same sign, or a NaN) elsewhere, so that ``max(|d - hi|, largest) - largest`` is 0,
+    ``+inf`` or NaN, with no gradient where it is 0.
     """
     largest = float(xp.finfo(log_p.dtype).max)
     half = 0.5 * largest
-    hi, lo = _two_sum(
-        _namespace.clip(log_q, -half, half, xp), -_namespace.clip(log_p, -half, half, xp)
+    half_hi, half_lo = _two_sum(
+        0.5 * _namespace.clip(log_q, -largest, largest, xp),
+        -0.5 * _namespace.clip(log_p, -largest, largest, xp),
     )
+    hi = 2.0 * half_hi
     value = 2.0 * half_expm1mx(hi, xp)
-    # capped + bounded is finite, also where hi is the largest float (and value +inf)
     capped = _namespace.clip(value, None, half, xp)
-    bounded = _namespace.clip(hi, None, half, xp)
+    bounded = _namespace.clip(hi, -half, half, xp)
+    lo = _namespace.clip(2.0 * half_lo, -1.0, 1.0, xp)
     estimate = value + lo * (capped + bounded)
     floor = xp.asarray(largest, dtype=hi.dtype, device=_namespace.device_of(hi))
-    return estimate + (xp.maximum(xp.abs((log_q - log_p) - hi), floor) - largest)
+    return estimate + (xp.maximum(xp.abs((log_q - log_p) - bounded), floor) - largest)
