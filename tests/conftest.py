@@ -150,6 +150,13 @@ def finfo(dtype: Any) -> Any:
     return ml_dtypes.finfo(np.dtype(dtype_name(dtype)))
 
 
+def working_name(dtype: Any) -> str:
+    """The name of the dtype a backend computes ``dtype`` in: float32 for the half dtypes
+    (whose subnormal results are therefore ordinary float32 numbers, which XLA and CuPy do
+    not flush), the dtype itself otherwise."""
+    return "float32" if is_half(dtype) else dtype_name(dtype)
+
+
 def is_half(dtype: Any) -> bool:
     return dtype_name(dtype) in ("float16", "bfloat16")
 

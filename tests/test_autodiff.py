@@ -69,25 +69,18 @@ def half_ulp(values, dtype) -> np.ndarray:
     return np.maximum(2.0 ** (exponent - info.nmant), float(info.smallest_subnormal))
 
 
-def assert_derivatives_close(
-    got, want, dtype, tolerance: Callable[[float], np.ndarray], *, flushes: bool = False
-) -> None:
+def assert_derivatives_close(got, want, dtype, tolerance: Callable[[float], np.ndarray]) -> None:
     """``|got - want| <= tolerance(eps)`` elementwise, ``eps`` that of float32 or float64.
 
     In a half dtype the derivative is computed in float32 and rounded once to the half
     dtype: the allowance is 1 ulp of the half dtype at ``want`` plus ``tolerance`` for
     float32 (the float32 error comes first, and is ``eps32/eps_half`` of it in half ulps:
-    2**-13 for float16, 2**-16 for bfloat16).  Where ``flushes`` (JAX), 0 is also accepted
-    for a value below the half dtype's normal range (bfloat16's is float32's, which XLA
-    flushes).
+    2**-13 for float16, 2**-16 for bfloat16).
     """
     got = np.asarray(got, dtype=np.float64)
     want = np.asarray(want, dtype=np.float64)
     if is_half(dtype):
         allowed = half_ulp(want, dtype) + tolerance(float(finfo("float32").eps))
-        if flushes:
-            flushed = (got == 0) & (np.abs(want) < finfo(dtype).smallest_normal)
-            allowed = np.where(flushed, np.inf, allowed)
     else:
         allowed = tolerance(float(finfo(dtype).eps))
     error = np.abs(got - want)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import kullback as kb
 from kullback import _namespace
 from kullback.special import half_expm1mx as _half_expm1mx
-from tests.conftest import assert_array, dtype_name, finfo, is_half, ulp_bound
+from tests.conftest import assert_array, dtype_name, finfo, is_half, ulp_bound, working_name
 from tests.reference.normal import expm1mx as exact_expm1mx
 from tests.reference.normal import ulp_errors
 
@@ -143,7 +143,9 @@ def assert_expm1mx_within(
         exact = [weight * exact_expm1mx(float(v)) for v in x]
     errors = ulp_errors(got, exact, x.dtype.type)
     if flushes:
-        below_normal = np.array([e < finfo(x.dtype).smallest_normal for e in exact])
+        # flushed in the dtype computed in (float32 for a half dtype)
+        smallest = finfo(working_name(x.dtype)).smallest_normal
+        below_normal = np.array([e < smallest for e in exact])
         errors[below_normal & (got == 0)] = 0.0
     worst = int(np.argmax(errors))
     assert errors[worst] <= ulps, f"{errors[worst]:.2f} ulp at x={x[worst]!r}"
@@ -324,8 +326,8 @@ def assert_half_gradient_within_1_ulp(backend, f, factor, weight, dtype):
     input ``x`` where ``f(x) = weight expm1mx(factor x)`` is finite: infinite where that
     derivative overflows (``expm1(x) > expm1mx(x)``, so it may where ``f`` does not).
 
-    Backends that flush subnormals (bfloat16 on JAX, whose float32 computation has its
-    exponent range) give 0 where the derivative is below ``2/weight`` times the smallest
+    Backends that flush subnormals give, in the float32 a half dtype is computed in (the
+    exponent range of bfloat16, not of float16), 0 where the derivative is below ``2/weight`` times the smallest
     normal float: the series' derivative is a sum of terms ``weight/2`` of it, flushed there
     (float32 inputs too; the float32 sweep stays above it).
     """
@@ -337,7 +339,7 @@ def assert_half_gradient_within_1_ulp(backend, f, factor, weight, dtype):
     grad = gradient(backend, f, x, dtype)[finite]
     errors = ulp_errors(grad, exact, np.dtype(name))
     if backend.flushes_subnormals:
-        lowest = 2 / weight * float(finfo(name).smallest_normal)
+        lowest = 2 / weight * float(finfo(working_name(name)).smallest_normal)
         errors[np.array([abs(e) < lowest for e in exact]) & (grad == 0)] = 0.0
     worst = int(np.argmax(errors))
     assert errors[worst] <= 1.0, f"{errors[worst]:.2f} ulp at x={x[finite][worst]!r}"

@@ -45,7 +45,7 @@ def ulp_errors(computed: np.ndarray, exact: list, dtype) -> np.ndarray:
     Where the exact value is 0 the unit is the smallest subnormal, so anything but an exact
     0 counts as a huge error.  An infinite result is right (0) where the exact value rounds
     to infinity in ``dtype`` and wrong (inf) elsewhere; a finite result where it rounds to
-    infinity is measured like any other (in ulp of the exact value).
+    infinity is measured like any other, in units of the spacing of the largest floats.
     """
     info = ml_dtypes.finfo(dtype)
     digits = info.nmant + 1
@@ -69,9 +69,10 @@ def ulp_errors(computed: np.ndarray, exact: list, dtype) -> np.ndarray:
             if e == 0:
                 unit = smallest
             else:
-                unit = max(
-                    mpmath.mpf(2) ** (mpmath.floor(mpmath.log(abs(e), 2)) - digits + 1), smallest
-                )
+                # the spacing of the floats at e: that of the subnormals below the normal
+                # range, and ulp(max) above the largest float
+                exponent = min(mpmath.floor(mpmath.log(abs(e), 2)), info.maxexp - 1)
+                unit = max(mpmath.mpf(2) ** (exponent - digits + 1), smallest)
             out[i] = float(abs(mpmath.mpf(c) - e) / unit)
     return out
 
@@ -109,9 +110,10 @@ def normal_sweep(
     cannot hold them).
 
     The half dtypes (float16, bfloat16), which hold far fewer digits, and float16 a far
-    narrower range, take ranges from their ``finfo``: ratios and gaps as
+    narrower range, take ranges from their ``finfo``: ratios as
     ``±10**U(log10(eps) - 3, log10(log(max)))`` (from a thousandth of an ulp, which a
-    log-scale near 0 can still hold, to just past the overflow of the KL), and the
+    log-scale near 0 can still hold, to just past the overflow of the KL), gaps as
+    ``±10**U(log10(eps) - 3, 2)``, and the
     log-scale of q from ``U(-0.8 L, 0.8 L)``, ``L = min(log(max), -log(smallest normal))``
     (±7.8 in float16, ±70 in bfloat16), so that scales reach the ends of the range.
     float32 and float64 draw exactly the numbers they always did.
