@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._double_word import _two_sum
+
 __all__ = ["Q_FLOAT32", "Q_FLOAT64", "log_ratio_near", "log_ratio_near_words"]
 
 # Q(w) = (atanh(sqrt w)/sqrt w - 1)/(2w) on [0, 1/9]: Chebyshev fits of the lowest degree
@@ -50,9 +52,7 @@ def log_ratio_near_words(difference: Any, numerator: Any, denominator: Any, xp: 
     """:func:`log_ratio_near` as ``(hi, lo)``: ``hi = 2 fl(difference/s)`` with the rounding
     of ``s = numerator + denominator`` carried into ``lo`` (TwoSum), with the series'
     correction: about one rounding (the quotient's) in ``hi + lo``."""
-    total = numerator + denominator
-    virtual = total - numerator
-    total_error = (numerator - (total - virtual)) + (denominator - virtual)
+    total, total_error = _two_sum(numerator, denominator)
     u = xp.clip(difference / total, -1.0, 1.0)
     w = u * u
     # d/(s + e) = (d/s)(1 - e/s) to first order
